@@ -1,0 +1,146 @@
+"""Settings: everything a run needs to know, resolved once and frozen."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from etl.errors import AuthError, ConfigError
+
+log = logging.getLogger("etl")
+
+DEFAULT_API_URL = "https://api.digitalocean.com"
+DEFAULT_DATABASE_URL = "sqlite:///catalog.db"
+MODELS_PATH = "/v2/gen-ai/models"
+MAX_PER_PAGE = 200
+
+USECASES = (
+    "MODEL_USECASE_UNKNOWN",
+    "MODEL_USECASE_AGENT",
+    "MODEL_USECASE_FINETUNED",
+    "MODEL_USECASE_KNOWLEDGEBASE",
+    "MODEL_USECASE_GUARDRAIL",
+    "MODEL_USECASE_REASONING",
+    "MODEL_USECASE_SERVERLESS",
+)
+"""The values the list endpoint's ``usecases`` filter accepts (the spec's parameter enum)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's configuration.
+
+    Attributes:
+        database_url: SQLAlchemy URL of the catalog database.
+        api_url: Base URL of the DigitalOcean API (no path).
+        token: API bearer token; never printed (``repr`` hides it).
+        per_page: Page size asked of the API, 1 to 200.
+        public_only: Send ``public_only=true``.
+        usecases: Usecase filter values (full enum names).
+        max_retries: Retries per request after the first attempt.
+        max_wait: Longest single wait, in seconds, that a rate limit may impose.
+        deadline: Total seconds a request may spend retrying.
+        connect_timeout: Seconds to open a connection.
+        read_timeout: Seconds to wait for a response.
+        dry_run: Fetch and compare, write nothing.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    api_url: str = DEFAULT_API_URL
+    token: str = field(default="", repr=False)
+    per_page: int = MAX_PER_PAGE
+    public_only: bool = False
+    usecases: tuple[str, ...] = ()
+    max_retries: int = 5
+    max_wait: float = 60.0
+    deadline: float = 300.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    dry_run: bool = False
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the listing is narrowed, so it cannot prove a model was removed."""
+        return self.public_only or bool(self.usecases)
+
+    def filters(self) -> dict[str, object]:
+        """The filters as stored in ``sync_runs.filters``."""
+        result: dict[str, object] = {}
+        if self.public_only:
+            result["public_only"] = True
+        if self.usecases:
+            result["usecases"] = list(self.usecases)
+        return result
+
+
+def resolve_token(token_file: str | None, environ: Mapping[str, str]) -> str:
+    """Finds the API token: DIGITALOCEAN_ACCESS_TOKEN, else DIGITALOCEAN_TOKEN, else the file.
+
+    Raises:
+        AuthError: No token anywhere, or the file cannot be read.
+    """
+    for name in ("DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"):
+        token = environ.get(name, "").strip()
+        if token:
+            return token
+    if token_file:
+        path = Path(token_file)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AuthError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("token file %s is readable by group or others; chmod 600 it", token_file)
+        if token:
+            return token
+        raise AuthError(f"--token-file {token_file} is empty")
+    raise AuthError(
+        "no API token: set DIGITALOCEAN_ACCESS_TOKEN (or DIGITALOCEAN_TOKEN), "
+        "or pass --token-file PATH"
+    )
+
+
+def check_api_url(url: str) -> str:
+    """Validates the API base URL; plain http is allowed only to a loopback host.
+
+    Raises:
+        ConfigError: Not an http(s) URL, or plain http to another host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--api-url must be an http(s) URL, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"--api-url {parts.scheme}://{parts.hostname}: plain http is refused except to "
+            "a loopback host; use https"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_usecase(value: str) -> str:
+    """Accepts a usecase case-insensitively, with or without its ``MODEL_USECASE_`` prefix.
+
+    Raises:
+        ConfigError: Not a value of the spec's enum.
+    """
+    name = value.strip().upper()
+    if not name.startswith("MODEL_USECASE_"):
+        name = "MODEL_USECASE_" + name
+    if name not in USECASES:
+        choices = ", ".join(u.removeprefix("MODEL_USECASE_").lower() for u in USECASES)
+        raise ConfigError(f"unknown usecase {value!r}; choose from {choices}")
+    return name

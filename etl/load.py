@@ -1,0 +1,248 @@
+"""Writing a run into the catalog: native upserts, child rows, removals and the run's record.
+
+Everything here works inside the caller's transaction on one connection; the caller commits or
+rolls back the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from etl import schema
+from etl.transform import FlatModel
+
+log = logging.getLogger("etl.load")
+
+BATCH = 500
+"""Rows per ``IN (...)`` list; stays under every dialect's parameter limit."""
+
+
+def chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    """Yields successive slices of ``items`` of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    update: Iterable[str] = (),
+) -> None:
+    """Inserts ``rows``; on a primary-key conflict updates the ``update`` columns (or does nothing).
+
+    Uses the dialect's own statement: ``ON CONFLICT`` on SQLite and PostgreSQL, ``ON DUPLICATE
+    KEY UPDATE`` on MariaDB/MySQL.
+    """
+    if not rows:
+        return
+    update = list(update)
+    keys = [column.name for column in table.primary_key.columns]
+    dialect = conn.dialect.name
+    statement: Any
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = insert(table)
+        if update:
+            statement = statement.on_conflict_do_update(
+                index_elements=keys, set_={name: statement.excluded[name] for name in update}
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=keys)
+    elif dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        statement = mysql_insert(table)
+        names = update or keys[:1]  # updating a key to itself is MySQL's "do nothing"
+        statement = statement.on_duplicate_key_update(
+            {name: statement.inserted[name] for name in names}
+        )
+    else:  # pragma: no cover - guarded by db.parse_url's supported dialects
+        raise NotImplementedError(f"no upsert for dialect {dialect}")
+    conn.execute(statement, list(rows))
+
+
+@dataclass
+class Counts:
+    """What one run did to the catalog."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    restored: int = 0
+    warnings: int = 0
+
+
+_MODEL_UPDATE = [
+    c.name for c in schema.models.columns if c.name not in ("uuid", "first_seen_at")
+]  # fmt: skip
+_AGREEMENT_FIELDS = ("name", "description", "url")
+
+
+class CatalogWriter:
+    """Saves a run's models into the catalog, writing only what changed.
+
+    Args:
+        conn: The run's connection, inside its transaction.
+        run_id: The run's ``sync_runs.id`` (None on a dry run).
+        observed_at: When the run saw the catalog.
+        dry_run: Count what would change, write nothing.
+    """
+
+    def __init__(
+        self, conn: Connection, run_id: int | None, observed_at: datetime, dry_run: bool = False
+    ) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.observed_at = observed_at
+        self.dry_run = dry_run
+        self.counts = Counts()
+        self.known: dict[str, tuple[str, bool]] = {}
+        self.agreements: dict[str, tuple[Any, ...]] = {}
+        if sa.inspect(conn).has_table("models"):
+            self._fetch_state()
+
+    def _fetch_state(self) -> None:
+        models = schema.models
+        for uuid, digest, removed_at in self.conn.execute(
+            sa.select(models.c.uuid, models.c.content_hash, models.c.removed_at)
+        ):
+            self.known[uuid] = (digest, removed_at is not None)
+        agreements = schema.agreements
+        for row in self.conn.execute(sa.select(agreements)):
+            self.agreements[row.uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
+
+    def save_models(self, flats: Sequence[FlatModel]) -> None:
+        """Saves one batch of flattened models: new and changed ones whole, others not at all."""
+        write: list[FlatModel] = []
+        changed: list[str] = []
+        revived: list[str] = []
+        for flat in {flat.uuid: flat for flat in flats}.values():
+            known = self.known.get(flat.uuid)
+            if known is None:
+                self.counts.inserted += 1
+                write.append(flat)
+            elif known[0] != flat.content_hash:
+                self.counts.updated += 1
+                write.append(flat)
+                changed.append(flat.uuid)
+            elif known[1]:
+                revived.append(flat.uuid)
+            else:
+                self.counts.unchanged += 1
+            if known is not None and known[1]:
+                self.counts.restored += 1
+            self.known[flat.uuid] = (flat.content_hash, False)
+        if self.dry_run:
+            return
+        self._save_agreements(flats)
+        self._save_model_rows(write)
+        self._replace_children(write, changed)
+        self._save_versions(write)
+        if revived:
+            self._set_removed_at(revived, None)
+
+    def _save_agreements(self, flats: Sequence[FlatModel]) -> None:
+        rows: dict[str, dict[str, Any]] = {}
+        for flat in flats:
+            agreement = flat.agreement
+            if agreement is None:
+                continue
+            values = tuple(agreement[f] for f in _AGREEMENT_FIELDS)
+            if self.agreements.get(agreement["uuid"]) != values:
+                self.agreements[agreement["uuid"]] = values
+                rows[agreement["uuid"]] = {**agreement, "first_seen_at": self.observed_at}
+        upsert(self.conn, schema.agreements, list(rows.values()), _AGREEMENT_FIELDS)
+
+    def _save_model_rows(self, flats: Sequence[FlatModel]) -> None:
+        rows = [
+            {
+                **flat.model,
+                "content_hash": flat.content_hash,
+                "first_seen_at": self.observed_at,
+                "removed_at": None,
+            }
+            for flat in flats
+        ]
+        upsert(self.conn, schema.models, rows, _MODEL_UPDATE)
+
+    def _replace_children(self, flats: Sequence[FlatModel], changed: Sequence[str]) -> None:
+        for table in schema.CHILD_TABLES:
+            for part in chunks(changed):
+                self.conn.execute(sa.delete(table).where(table.c.model_uuid.in_(part)))
+            rows = [row for flat in flats for row in flat.children[table.name]]
+            if rows:
+                self.conn.execute(table.insert(), rows)
+
+    def _save_versions(self, flats: Sequence[FlatModel]) -> None:
+        rows = [
+            {
+                "model_uuid": flat.uuid,
+                "major": flat.version[0],
+                "minor": flat.version[1],
+                "patch": flat.version[2],
+                "first_seen_at": self.observed_at,
+                "first_seen_run": self.run_id,
+            }
+            for flat in flats
+        ]
+        upsert(self.conn, schema.model_versions, rows)
+
+    def _set_removed_at(self, uuids: Sequence[str], when: datetime | None) -> None:
+        models = schema.models
+        for part in chunks(uuids):
+            self.conn.execute(
+                sa.update(models).where(models.c.uuid.in_(part)).values(removed_at=when)
+            )
+
+    def mark_removed(self, seen: set[str]) -> None:
+        """Sets ``removed_at`` on every present model that a complete listing did not contain."""
+        gone = sorted(u for u, (_, removed) in self.known.items() if not removed and u not in seen)
+        self.counts.removed += len(gone)
+        for uuid in gone:
+            self.known[uuid] = (self.known[uuid][0], True)
+        if gone and not self.dry_run:
+            self._set_removed_at(gone, self.observed_at)
+
+
+def start_run(conn: Connection, *, mode: str, filters: dict[str, Any], started_at: datetime) -> int:
+    """Records a run as ``running`` and returns its id."""
+    result = conn.execute(
+        schema.sync_runs.insert().values(
+            started_at=started_at,
+            observed_at=started_at,
+            status="running",
+            mode=mode,
+            filters=filters or None,
+            complete=False,
+            requests=0,
+            retries=0,
+            pages=0,
+            models_seen=0,
+            inserted=0,
+            updated=0,
+            unchanged=0,
+            removed=0,
+            restored=0,
+            warnings=0,
+        )
+    )
+    run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    assert run_id is not None
+    return int(run_id)
+
+
+def finish_run(conn: Connection, run_id: int, **values: Any) -> None:
+    """Records a run's outcome: its status, finish time, counts and error."""
+    runs = schema.sync_runs
+    conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))

@@ -1,0 +1,213 @@
+"""The catalog's tables, as SQLAlchemy Core. Alembic revisions create them; nothing else does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every dialect.
+
+    PostgreSQL stores ``timestamptz``; SQLite and MySQL store naive UTC (MySQL with microseconds)
+    and get ``tzinfo=UTC`` back on read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=dialect.name == "postgresql"))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+UUID = sa.String(64)
+"""Model and agreement uuids: 36 characters today, with room to spare."""
+SHORT = sa.String(255)
+"""Identifiers, names and enum-like values: indexable on every dialect."""
+HASH = sa.String(64)
+
+
+def _model_uuid_fk() -> sa.Column[str]:
+    return sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), primary_key=True)
+
+
+agreements = sa.Table(
+    "agreements",
+    metadata,
+    sa.Column("uuid", UUID, primary_key=True),
+    sa.Column("name", SHORT),
+    sa.Column("description", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+)
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("observed_at", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("filters", sa.JSON),
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    sa.Column("requests", sa.Integer, nullable=False, default=0),
+    sa.Column("retries", sa.Integer, nullable=False, default=0),
+    sa.Column("pages", sa.Integer, nullable=False, default=0),
+    sa.Column("models_seen", sa.Integer, nullable=False, default=0),
+    sa.Column("inserted", sa.Integer, nullable=False, default=0),
+    sa.Column("updated", sa.Integer, nullable=False, default=0),
+    sa.Column("unchanged", sa.Integer, nullable=False, default=0),
+    sa.Column("removed", sa.Integer, nullable=False, default=0),
+    sa.Column("restored", sa.Integer, nullable=False, default=0),
+    sa.Column("warnings", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Index(None, "status", "finished_at"),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("uuid", UUID, primary_key=True),
+    sa.Column("id", SHORT, index=True),
+    sa.Column("name", SHORT),
+    sa.Column("description", sa.Text),
+    sa.Column("is_foundational", sa.Boolean, nullable=False),
+    sa.Column("upload_complete", sa.Boolean, nullable=False),
+    sa.Column("parent_uuid", UUID),
+    sa.Column("url", sa.Text),
+    sa.Column("kb_default_chunk_size", sa.BigInteger),
+    sa.Column("kb_max_chunk_size", sa.BigInteger),
+    sa.Column("kb_min_chunk_size", sa.BigInteger),
+    sa.Column("lifecycle_status", SHORT),
+    sa.Column("provider", SHORT),
+    sa.Column("type", SHORT),
+    sa.Column("model_availability", SHORT),
+    sa.Column("thinking", sa.Boolean, nullable=False),
+    sa.Column("parameter_count", sa.Double),
+    sa.Column("context_window", sa.BigInteger),
+    sa.Column("created_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime),
+    sa.Column("version_major", sa.BigInteger, nullable=False),
+    sa.Column("version_minor", sa.BigInteger, nullable=False),
+    sa.Column("version_patch", sa.BigInteger, nullable=False),
+    sa.Column("agreement_uuid", UUID, sa.ForeignKey("agreements.uuid"), index=True),
+    sa.Column("benchmark_score", sa.JSON),
+    sa.Column("raw", sa.JSON, nullable=False),
+    sa.Column("content_hash", HASH, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("major", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("minor", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("patch", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("first_seen_run", sa.Integer, sa.ForeignKey("sync_runs.id"), nullable=False),
+)
+
+model_capabilities = sa.Table(
+    "model_capabilities",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("capability", SHORT, primary_key=True),
+)
+
+model_modalities = sa.Table(
+    "model_modalities",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("direction", sa.String(16), primary_key=True),
+    sa.Column("modality", SHORT, primary_key=True),
+)
+
+model_endpoints = sa.Table(
+    "model_endpoints",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("endpoint", SHORT, primary_key=True),
+)
+
+model_endpoint_capabilities = sa.Table(
+    "model_endpoint_capabilities",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("endpoint", SHORT, primary_key=True),
+    sa.Column("capability", SHORT, primary_key=True),
+)
+
+model_reasoning_efforts = sa.Table(
+    "model_reasoning_efforts",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("effort", SHORT, primary_key=True),
+)
+
+model_settings = sa.Table(
+    "model_settings",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("name", SHORT, primary_key=True),
+    sa.Column("type", SHORT),
+    sa.Column("default_value", sa.Double),
+    sa.Column("default_string", sa.Text),
+    sa.Column("min", sa.Double),
+    sa.Column("max", sa.Double),
+    sa.Column("step", sa.Double),
+    sa.Column("options", sa.JSON),
+)
+
+model_pricing = sa.Table(
+    "model_pricing",
+    metadata,
+    _model_uuid_fk(),
+    sa.Column("price_key", SHORT, primary_key=True),
+    sa.Column("price", sa.Double, nullable=False),
+)
+
+CHILD_TABLES: tuple[sa.Table, ...] = (
+    model_capabilities,
+    model_modalities,
+    model_endpoints,
+    model_endpoint_capabilities,
+    model_reasoning_efforts,
+    model_settings,
+    model_pricing,
+)
+"""Tables that hold a model's list and object fields; rewritten whole when the model changes."""

@@ -1,0 +1,393 @@
+"""Pure functions: one model's JSON to the rows of every table, its normalised form and hash.
+
+Nothing here touches the network or a database. The rules, documented in the README:
+
+* The API (a gRPC gateway) leaves out fields at their zero value and may send ``null``. So absent,
+  ``null`` and the zero value (``false``, ``0``, ``""``, ``[]``, ``{}``) mean the same thing.
+* Absent booleans are false. Absent or empty strings and numbers are NULL. Version parts are the
+  exception: an absent part is 0 (``{"major": 1}`` is version 1.0.0).
+* A value of the wrong type, or one that does not fit its column, becomes NULL in the typed column
+  and counts as a warning; ``raw`` always keeps the model exactly as received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_BIGINT = 2**63 - 1
+MAX_SHORT = 255
+MAX_UUID = 64
+
+KNOWN_FIELDS = frozenset(
+    {
+        "agreement", "benchmark_score", "capabilities", "context_window", "created_at",
+        "description", "endpoints", "id", "is_foundational", "kb_default_chunk_size",
+        "kb_max_chunk_size", "kb_min_chunk_size", "lifecycle_status", "modalities",
+        "model_availability", "name", "parameter_count", "parent_uuid", "pricing", "provider",
+        "reasoning_efforts", "settings", "thinking", "type", "updated_at", "upload_complete",
+        "url", "uuid", "version",
+    }
+)  # fmt: skip
+"""Every property of ``apiModelPublic`` in the spec; anything else is schema drift."""
+
+PROVIDERS = frozenset(
+    {"MODEL_PROVIDER_DIGITALOCEAN", "MODEL_PROVIDER_ANTHROPIC", "MODEL_PROVIDER_OPENAI"}
+)
+_TIMESTAMP_FIELDS = ("created_at", "updated_at")
+_TEXT_COLUMNS: dict[str, int | None] = {
+    "id": MAX_SHORT, "name": MAX_SHORT, "description": None, "parent_uuid": MAX_UUID, "url": None,
+    "lifecycle_status": MAX_SHORT, "provider": MAX_SHORT, "type": MAX_SHORT,
+    "model_availability": MAX_SHORT,
+}  # fmt: skip
+_BOOLEAN_COLUMNS = ("is_foundational", "upload_complete", "thinking")
+_INTEGER_COLUMNS = (
+    "kb_default_chunk_size",
+    "kb_max_chunk_size",
+    "kb_min_chunk_size",
+    "context_window",
+)
+_TIMESTAMP = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+
+
+class BadModel(ValueError):
+    """A model that cannot be stored at all (no usable uuid)."""
+
+
+@dataclass
+class FlatModel:
+    """One model, flattened into rows.
+
+    Attributes:
+        uuid: The model's key.
+        content_hash: Hash of the normalised model.
+        model: The ``models`` row, without run-dependent columns.
+        agreement: The ``agreements`` row, or None.
+        version: (major, minor, patch).
+        children: Rows for each child table, keyed by table name.
+        unknown_fields: Top-level fields the spec does not know.
+        warnings: Values that did not fit their typed column.
+    """
+
+    uuid: str
+    content_hash: str
+    model: dict[str, Any]
+    agreement: dict[str, Any] | None
+    version: tuple[int, int, int]
+    children: dict[str, list[dict[str, Any]]]
+    unknown_fields: frozenset[str] = frozenset()
+    warnings: list[str] = field(default_factory=list)
+
+
+def _is_zero(value: Any) -> bool:
+    return (
+        value is None
+        or value is False
+        or value == ""
+        or value == []
+        or value == {}
+        or (type(value) in (int, float) and value == 0)
+    )
+
+
+def normalize(value: Any) -> Any:
+    """Returns ``value`` with every zero-valued or null field dropped, recursively.
+
+    Timestamps lose trailing zeros of their fraction, so ``12:00:00.000Z`` equals ``12:00:00Z``.
+    List order is kept; list elements are normalised but never dropped.
+    """
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            item = normalize(item)
+            if not _is_zero(item):
+                if key in _TIMESTAMP_FIELDS and isinstance(item, str):
+                    item = _canonical_timestamp(item)
+                result[key] = item
+        return result
+    if isinstance(value, list):
+        return [normalize(item) for item in value]
+    return value
+
+
+def _canonical_timestamp(text: str) -> str:
+    match = _TIMESTAMP.match(text)
+    if not match:
+        return text
+    date, time, fraction, zone = match.groups()
+    fraction = (fraction or "").rstrip("0")
+    zone = "Z" if zone in ("Z", "z", "+00:00", "-00:00") else zone
+    return f"{date}T{time}{'.' + fraction if fraction else ''}{zone}"
+
+
+def canonical_json(value: Any) -> str:
+    """Serialises ``value`` with sorted keys and no spaces: the form that gets hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(model: Mapping[str, Any]) -> str:
+    """Returns the SHA-256 of the normalised model: equal for equal content, whatever the form."""
+    return hashlib.sha256(canonical_json(normalize(model)).encode()).hexdigest()
+
+
+class _Coercer:
+    """Typed-column conversions that record a warning instead of failing."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def _warn(self, name: str, value: Any, why: str) -> None:
+        shown = repr(value)
+        self.warnings.append(f"{name}: {why} ({shown[:60]}{'...' if len(shown) > 60 else ''})")
+
+    def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
+        if _is_zero(value):
+            return None
+        if not isinstance(value, str):
+            self._warn(name, value, "not a string")
+            return None
+        if limit is not None and len(value) > limit:
+            self._warn(name, value, f"longer than {limit} characters")
+            return None
+        return value
+
+    def boolean(self, name: str, value: Any) -> bool:
+        if _is_zero(value):
+            return False
+        if not isinstance(value, bool):
+            self._warn(name, value, "not a boolean")
+            return False
+        return value
+
+    def integer(self, name: str, value: Any, *, zero: int | None = None) -> int | None:
+        if _is_zero(value):
+            return zero
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                self._warn(name, value, "not an integer")
+                return zero
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._warn(name, value, "not an integer")
+            return zero
+        if abs(value) > MAX_BIGINT:
+            self._warn(name, value, "out of range")
+            return zero
+        return value
+
+    def number(self, name: str, value: Any) -> float | None:
+        if _is_zero(value):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._warn(name, value, "not a number")
+            return None
+        number = float(value)
+        if not math.isfinite(number) or abs(number) > 1e300:
+            self._warn(name, value, "out of range")
+            return None
+        return number
+
+    def timestamp(self, name: str, value: Any) -> datetime | None:
+        if _is_zero(value):
+            return None
+        match = _TIMESTAMP.match(value) if isinstance(value, str) else None
+        if not match:
+            self._warn(name, value, "not an RFC 3339 timestamp")
+            return None
+        date, time, fraction, zone = match.groups()
+        micro = (fraction or "").ljust(6, "0")[:6]
+        zone = "+00:00" if zone in ("Z", "z") else zone
+        try:
+            parsed = datetime.fromisoformat(f"{date}T{time}.{micro}{zone}")
+        except ValueError:
+            self._warn(name, value, "not a valid date")
+            return None
+        return parsed.astimezone(UTC)
+
+    def mapping(self, name: str, value: Any) -> dict[str, Any]:
+        if _is_zero(value):
+            return {}
+        if not isinstance(value, dict):
+            self._warn(name, value, "not an object")
+            return {}
+        return value
+
+    def items(self, name: str, value: Any) -> list[Any]:
+        if _is_zero(value):
+            return []
+        if not isinstance(value, list):
+            self._warn(name, value, "not a list")
+            return []
+        return value
+
+    def keys(self, name: str, value: Any) -> list[str]:
+        """A list of short strings, deduplicated in order, bad elements dropped with a warning."""
+        seen: dict[str, None] = {}
+        for item in self.items(name, value):
+            text = self.text(name, item, MAX_SHORT)
+            if text is not None:
+                seen.setdefault(text, None)
+        return list(seen)
+
+
+def flatten(model: Any) -> FlatModel:
+    """Flattens one model as the API sent it.
+
+    Args:
+        model: One element of a listing's ``models``.
+
+    Returns:
+        The rows for every table.
+
+    Raises:
+        BadModel: The model is not an object or has no usable uuid.
+    """
+    if not isinstance(model, dict):
+        raise BadModel(f"model is not an object: {str(model)[:60]!r}")
+    c = _Coercer()
+    uuid = c.text("uuid", model.get("uuid"), MAX_UUID)
+    if uuid is None:
+        raise BadModel(f"model without a usable uuid (id {str(model.get('id'))[:60]!r})")
+
+    agreement_json = c.mapping("agreement", model.get("agreement"))
+    agreement_uuid = c.text("agreement.uuid", agreement_json.get("uuid"), MAX_UUID)
+    agreement = None
+    if agreement_uuid is not None:
+        agreement = {
+            "uuid": agreement_uuid,
+            "name": c.text("agreement.name", agreement_json.get("name"), MAX_SHORT),
+            "description": c.text("agreement.description", agreement_json.get("description")),
+            "url": c.text("agreement.url", agreement_json.get("url")),
+        }
+
+    version_json = c.mapping("version", model.get("version"))
+    version = (
+        c.integer("version.major", version_json.get("major"), zero=0) or 0,
+        c.integer("version.minor", version_json.get("minor"), zero=0) or 0,
+        c.integer("version.patch", version_json.get("patch"), zero=0) or 0,
+    )
+    row: dict[str, Any] = {"uuid": uuid}
+    for name, limit in _TEXT_COLUMNS.items():
+        row[name] = c.text(name, model.get(name), limit)
+    for name in _BOOLEAN_COLUMNS:
+        row[name] = c.boolean(name, model.get(name))
+    for name in _INTEGER_COLUMNS:
+        row[name] = c.integer(name, model.get(name))
+    for name in _TIMESTAMP_FIELDS:
+        row[name] = c.timestamp(name, model.get(name))
+    if row["provider"] is not None and row["provider"] not in PROVIDERS:
+        c.warnings.append(f"provider: unknown value ({row['provider'][:60]!r}), kept")
+    benchmark = model.get("benchmark_score")
+    row.update(
+        parameter_count=c.number("parameter_count", model.get("parameter_count")),
+        version_major=version[0],
+        version_minor=version[1],
+        version_patch=version[2],
+        agreement_uuid=agreement_uuid,
+        benchmark_score=None if _is_zero(benchmark) else benchmark,
+        raw=model,
+    )
+    children = _children(uuid, model, c)
+    return FlatModel(
+        uuid=uuid,
+        content_hash=content_hash(model),
+        model=row,
+        agreement=agreement,
+        version=version,
+        children=children,
+        unknown_fields=frozenset(model.keys() - KNOWN_FIELDS),
+        warnings=c.warnings,
+    )
+
+
+def _children(uuid: str, model: dict[str, Any], c: _Coercer) -> dict[str, list[dict[str, Any]]]:
+    modalities = c.mapping("modalities", model.get("modalities"))
+    endpoints: dict[str, list[str]] = {}
+    for item in c.items("endpoints", model.get("endpoints")):
+        item = c.mapping("endpoints[]", item)
+        path = c.text("endpoints[].endpoint", item.get("endpoint"), MAX_SHORT)
+        if path is not None:
+            caps = endpoints.setdefault(path, [])
+            for cap in c.keys("endpoints[].capabilities", item.get("capabilities")):
+                if cap not in caps:
+                    caps.append(cap)
+    settings: dict[str, dict[str, Any]] = {}
+    for item in c.items("settings", model.get("settings")):
+        item = c.mapping("settings[]", item)
+        name = c.text("settings[].name", item.get("name"), MAX_SHORT)
+        if name is None or name in settings:
+            continue
+        options = c.keys("settings[].options", item.get("options"))
+        settings[name] = {
+            "model_uuid": uuid,
+            "name": name,
+            "type": c.text("settings[].type", item.get("type"), MAX_SHORT),
+            "default_value": c.number("settings[].default_value", item.get("default_value")),
+            "default_string": c.text("settings[].default_string", item.get("default_string")),
+            "min": c.number("settings[].min", item.get("min")),
+            "max": c.number("settings[].max", item.get("max")),
+            "step": c.number("settings[].step", item.get("step")),
+            "options": options or None,
+        }
+    pricing = []
+    for key, value in c.mapping("pricing", model.get("pricing")).items():
+        price = c.number(f"pricing.{key}", value)
+        if price is not None and len(key) <= MAX_SHORT:
+            pricing.append({"model_uuid": uuid, "price_key": key, "price": price})
+    capabilities = c.keys("capabilities", model.get("capabilities"))
+    efforts = c.keys("reasoning_efforts", model.get("reasoning_efforts"))
+    return {
+        "model_capabilities": _rows(uuid, "capability", capabilities),
+        "model_modalities": [
+            {"model_uuid": uuid, "direction": direction, "modality": modality}
+            for direction in ("input", "output")
+            for modality in c.keys(f"modalities.{direction}", modalities.get(direction))
+        ],
+        "model_endpoints": _rows(uuid, "endpoint", endpoints),
+        "model_endpoint_capabilities": [
+            {"model_uuid": uuid, "endpoint": path, "capability": cap}
+            for path, caps in endpoints.items()
+            for cap in caps
+        ],
+        "model_reasoning_efforts": _rows(uuid, "effort", efforts),
+        "model_settings": list(settings.values()),
+        "model_pricing": pricing,
+    }
+
+
+def _rows(uuid: str, column: str, values: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"model_uuid": uuid, column: value} for value in values]
+
+
+def changed_fields(old: Any, new: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Lists what differs between two models, by dotted path, on their normalised forms.
+
+    Objects are compared key by key (``pricing.output_price_per_million``); lists and scalars
+    whole.
+
+    Returns:
+        ``{path: {"old": value, "new": value}}``, with None for an absent side.
+    """
+    old, new = normalize(old), normalize(new)
+    result: dict[str, dict[str, Any]] = {}
+    _diff(old, new, prefix, result)
+    return result
+
+
+def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys()):
+            _diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key, result)
+    elif old != new:
+        result[prefix] = {"old": old, "new": new}

@@ -1,0 +1,221 @@
+"""initial catalog schema
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-25 00:40:27.337006
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import etl.schema
+
+
+revision: str = "0001"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "agreements",
+        sa.Column("uuid", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=True),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("url", sa.Text(), nullable=True),
+        sa.Column("first_seen_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("uuid", name=op.f("pk_agreements")),
+    )
+    op.create_table(
+        "sync_runs",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("started_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", etl.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("observed_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("mode", sa.String(length=16), nullable=False),
+        sa.Column("filters", sa.JSON(), nullable=True),
+        sa.Column("complete", sa.Boolean(), nullable=False),
+        sa.Column("requests", sa.Integer(), nullable=False),
+        sa.Column("retries", sa.Integer(), nullable=False),
+        sa.Column("pages", sa.Integer(), nullable=False),
+        sa.Column("models_seen", sa.Integer(), nullable=False),
+        sa.Column("inserted", sa.Integer(), nullable=False),
+        sa.Column("updated", sa.Integer(), nullable=False),
+        sa.Column("unchanged", sa.Integer(), nullable=False),
+        sa.Column("removed", sa.Integer(), nullable=False),
+        sa.Column("restored", sa.Integer(), nullable=False),
+        sa.Column("warnings", sa.Integer(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_runs")),
+    )
+    with op.batch_alter_table("sync_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_sync_runs_status_finished_at"), ["status", "finished_at"], unique=False
+        )
+
+    op.create_table(
+        "models",
+        sa.Column("uuid", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.String(length=255), nullable=True),
+        sa.Column("name", sa.String(length=255), nullable=True),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("is_foundational", sa.Boolean(), nullable=False),
+        sa.Column("upload_complete", sa.Boolean(), nullable=False),
+        sa.Column("parent_uuid", sa.String(length=64), nullable=True),
+        sa.Column("url", sa.Text(), nullable=True),
+        sa.Column("kb_default_chunk_size", sa.BigInteger(), nullable=True),
+        sa.Column("kb_max_chunk_size", sa.BigInteger(), nullable=True),
+        sa.Column("kb_min_chunk_size", sa.BigInteger(), nullable=True),
+        sa.Column("lifecycle_status", sa.String(length=255), nullable=True),
+        sa.Column("provider", sa.String(length=255), nullable=True),
+        sa.Column("type", sa.String(length=255), nullable=True),
+        sa.Column("model_availability", sa.String(length=255), nullable=True),
+        sa.Column("thinking", sa.Boolean(), nullable=False),
+        sa.Column("parameter_count", sa.Double(), nullable=True),
+        sa.Column("context_window", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", etl.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", etl.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("version_major", sa.BigInteger(), nullable=False),
+        sa.Column("version_minor", sa.BigInteger(), nullable=False),
+        sa.Column("version_patch", sa.BigInteger(), nullable=False),
+        sa.Column("agreement_uuid", sa.String(length=64), nullable=True),
+        sa.Column("benchmark_score", sa.JSON(), nullable=True),
+        sa.Column("raw", sa.JSON(), nullable=False),
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("first_seen_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", etl.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["agreement_uuid"],
+            ["agreements.uuid"],
+            name=op.f("fk_models_agreement_uuid_agreements"),
+        ),
+        sa.PrimaryKeyConstraint("uuid", name=op.f("pk_models")),
+    )
+    with op.batch_alter_table("models", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_models_agreement_uuid"), ["agreement_uuid"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_models_id"), ["id"], unique=False)
+
+    op.create_table(
+        "model_capabilities",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("capability", sa.String(length=255), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_capabilities_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint("model_uuid", "capability", name=op.f("pk_model_capabilities")),
+    )
+    op.create_table(
+        "model_endpoint_capabilities",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("endpoint", sa.String(length=255), nullable=False),
+        sa.Column("capability", sa.String(length=255), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"],
+            ["models.uuid"],
+            name=op.f("fk_model_endpoint_capabilities_model_uuid_models"),
+        ),
+        sa.PrimaryKeyConstraint(
+            "model_uuid", "endpoint", "capability", name=op.f("pk_model_endpoint_capabilities")
+        ),
+    )
+    op.create_table(
+        "model_endpoints",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("endpoint", sa.String(length=255), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_endpoints_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint("model_uuid", "endpoint", name=op.f("pk_model_endpoints")),
+    )
+    op.create_table(
+        "model_modalities",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("direction", sa.String(length=16), nullable=False),
+        sa.Column("modality", sa.String(length=255), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_modalities_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint(
+            "model_uuid", "direction", "modality", name=op.f("pk_model_modalities")
+        ),
+    )
+    op.create_table(
+        "model_pricing",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("price_key", sa.String(length=255), nullable=False),
+        sa.Column("price", sa.Double(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_pricing_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint("model_uuid", "price_key", name=op.f("pk_model_pricing")),
+    )
+    op.create_table(
+        "model_reasoning_efforts",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("effort", sa.String(length=255), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"],
+            ["models.uuid"],
+            name=op.f("fk_model_reasoning_efforts_model_uuid_models"),
+        ),
+        sa.PrimaryKeyConstraint("model_uuid", "effort", name=op.f("pk_model_reasoning_efforts")),
+    )
+    op.create_table(
+        "model_settings",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("type", sa.String(length=255), nullable=True),
+        sa.Column("default_value", sa.Double(), nullable=True),
+        sa.Column("default_string", sa.Text(), nullable=True),
+        sa.Column("min", sa.Double(), nullable=True),
+        sa.Column("max", sa.Double(), nullable=True),
+        sa.Column("step", sa.Double(), nullable=True),
+        sa.Column("options", sa.JSON(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_settings_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint("model_uuid", "name", name=op.f("pk_model_settings")),
+    )
+    op.create_table(
+        "model_versions",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("major", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("minor", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("patch", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("first_seen_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("first_seen_run", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["first_seen_run"],
+            ["sync_runs.id"],
+            name=op.f("fk_model_versions_first_seen_run_sync_runs"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_versions_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint(
+            "model_uuid", "major", "minor", "patch", name=op.f("pk_model_versions")
+        ),
+    )
+
+
+def downgrade() -> None:
+    # Dropping a table drops its indexes (MySQL refuses to drop an FK index first).
+    op.drop_table("model_versions")
+    op.drop_table("model_settings")
+    op.drop_table("model_reasoning_efforts")
+    op.drop_table("model_pricing")
+    op.drop_table("model_modalities")
+    op.drop_table("model_endpoints")
+    op.drop_table("model_endpoint_capabilities")
+    op.drop_table("model_capabilities")
+    op.drop_table("models")
+    op.drop_table("sync_runs")
+    op.drop_table("agreements")

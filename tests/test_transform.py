@@ -1,0 +1,179 @@
+"""Flattening: every field lands in a typed column or a child table; zero values are absent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from etl.transform import BadModel, changed_fields, content_hash, flatten, normalize
+from tests.catalog import make_catalog, make_model
+
+FULL = {
+    "uuid": "00000000-0000-4000-8000-000000000001",
+    "id": "llama3.3-70b-instruct",
+    "name": "Llama 3.3 Instruct (70B)",
+    "description": "A model",
+    "agreement": {"uuid": "a-1", "name": "Llama licence", "description": "d", "url": "https://l"},
+    "version": {"major": 2, "patch": 3},
+    "created_at": "2024-05-01T12:00:00.123456789Z",
+    "updated_at": "2024-05-02T08:30:00Z",
+    "context_window": "131072",
+    "parameter_count": 70.5,
+    "provider": "MODEL_PROVIDER_DIGITALOCEAN",
+    "capabilities": ["inference", "reasoning", "inference"],
+    "modalities": {"input": ["text", "image"], "output": ["text"]},
+    "endpoints": [
+        {"endpoint": "/chat/completions", "capabilities": ["input_text", "output_text"]},
+        {"endpoint": "/embeddings"},
+    ],
+    "reasoning_efforts": ["low", "high"],
+    "settings": [
+        {"name": "temperature", "type": "number", "default_value": 0.7, "max": 2, "step": 0.1},
+        {"name": "effort", "type": "dropdown", "default_string": "medium", "options": ["a", "b"]},
+    ],
+    "pricing": {"input_price_per_million": 0.6, "output_price_per_million": 0.9},
+    "benchmark_score": {"mmlu": {"score": 0.86}},
+    "thinking": True,
+}
+
+
+def test_flatten_types_every_scalar() -> None:
+    flat = flatten(FULL)
+    row = flat.model
+    assert row["id"] == "llama3.3-70b-instruct"
+    assert row["context_window"] == 131072
+    assert row["parameter_count"] == 70.5
+    assert row["created_at"] == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert row["updated_at"] == datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
+    assert (row["version_major"], row["version_minor"], row["version_patch"]) == (2, 0, 3)
+    assert flat.version == (2, 0, 3)
+    assert row["agreement_uuid"] == "a-1"
+    assert flat.agreement == {
+        "uuid": "a-1",
+        "name": "Llama licence",
+        "description": "d",
+        "url": "https://l",
+    }
+    assert row["thinking"] is True
+    assert row["benchmark_score"] == {"mmlu": {"score": 0.86}}
+    assert row["raw"] is FULL
+    assert flat.warnings == []
+
+
+def test_absent_fields_follow_the_documented_rule() -> None:
+    row = flatten({"uuid": "u-1"}).model
+    assert row["is_foundational"] is False and row["upload_complete"] is False
+    assert row["thinking"] is False
+    for column in ("id", "name", "description", "parent_uuid", "url", "kb_min_chunk_size",
+                   "context_window", "parameter_count", "created_at", "agreement_uuid"):  # fmt: skip
+        assert row[column] is None, column
+    assert (row["version_major"], row["version_minor"], row["version_patch"]) == (0, 0, 0)
+
+
+def test_empty_strings_and_nulls_are_null() -> None:
+    row = flatten({"uuid": "u-1", "parent_uuid": "", "name": None, "kb_min_chunk_size": 0}).model
+    assert row["parent_uuid"] is None and row["name"] is None and row["kb_min_chunk_size"] is None
+
+
+def test_child_rows_answer_plain_sql_questions() -> None:
+    children = flatten(FULL).children
+    uuid = FULL["uuid"]
+    assert children["model_capabilities"] == [
+        {"model_uuid": uuid, "capability": "inference"},
+        {"model_uuid": uuid, "capability": "reasoning"},
+    ]
+    assert {(r["direction"], r["modality"]) for r in children["model_modalities"]} == {
+        ("input", "text"),
+        ("input", "image"),
+        ("output", "text"),
+    }
+    assert [r["endpoint"] for r in children["model_endpoints"]] == [
+        "/chat/completions",
+        "/embeddings",
+    ]
+    assert [(r["endpoint"], r["capability"]) for r in children["model_endpoint_capabilities"]] == [
+        ("/chat/completions", "input_text"),
+        ("/chat/completions", "output_text"),
+    ]
+    assert [r["effort"] for r in children["model_reasoning_efforts"]] == ["low", "high"]
+    settings = {r["name"]: r for r in children["model_settings"]}
+    assert settings["temperature"]["default_value"] == 0.7
+    assert settings["temperature"]["max"] == 2.0 and settings["temperature"]["min"] is None
+    assert settings["effort"]["options"] == ["a", "b"]
+    assert {r["price_key"]: r["price"] for r in children["model_pricing"]} == {
+        "input_price_per_million": 0.6,
+        "output_price_per_million": 0.9,
+    }
+
+
+def test_hash_ignores_zero_values_key_order_and_timestamp_precision() -> None:
+    sparse = {"uuid": "u", "name": "n", "created_at": "2024-05-01T12:00:00Z"}
+    padded = {
+        "created_at": "2024-05-01T12:00:00.000Z",
+        "is_foundational": False,
+        "kb_min_chunk_size": 0,
+        "parent_uuid": "",
+        "capabilities": [],
+        "pricing": {"input_price_per_million": 0},
+        "description": None,
+        "name": "n",
+        "uuid": "u",
+    }
+    assert content_hash(sparse) == content_hash(padded)
+    assert content_hash(sparse) != content_hash({**sparse, "name": "m"})
+    assert content_hash(sparse) != content_hash({**sparse, "created_at": "2024-05-01T12:00:01Z"})
+
+
+def test_generated_models_hash_equal_with_or_without_zero_fields() -> None:
+    for model in make_catalog(20):
+        assert content_hash(model) == content_hash(normalize(model))
+
+
+@pytest.mark.parametrize("model", [{"name": "x"}, {"uuid": ""}, {"uuid": 5}, "a string", None])
+def test_a_model_without_usable_uuid_is_refused(model: object) -> None:
+    with pytest.raises(BadModel):
+        flatten(model)
+
+
+def test_wrong_types_become_null_with_warnings_and_raw_keeps_them() -> None:
+    model = {
+        "uuid": "u-1",
+        "name": {"not": "a string"},
+        "context_window": "lots",
+        "kb_max_chunk_size": 10**30,
+        "is_foundational": "yes",
+        "created_at": "yesterday",
+        "id": "x" * 1000,
+        "pricing": {"input_price_per_million": "cheap", "output_price_per_million": 1.5},
+        "capabilities": "inference",
+    }
+    flat = flatten(model)
+    row = flat.model
+    assert row["name"] is None and row["context_window"] is None
+    assert row["kb_max_chunk_size"] is None and row["is_foundational"] is False
+    assert row["created_at"] is None and row["id"] is None
+    assert flat.children["model_pricing"] == [
+        {"model_uuid": "u-1", "price_key": "output_price_per_million", "price": 1.5}
+    ]
+    assert flat.children["model_capabilities"] == []
+    assert len(flat.warnings) == 8
+    assert row["raw"]["context_window"] == "lots"
+
+
+def test_unknown_fields_are_reported_as_drift() -> None:
+    flat = flatten({**make_model(1), "new_field": 1, "another": "x"})
+    assert flat.unknown_fields == {"new_field", "another"}
+    assert flatten(make_model(1)).unknown_fields == frozenset()
+
+
+def test_changed_fields_uses_dotted_paths() -> None:
+    old = {"uuid": "u", "version": {"major": 1, "minor": 2}, "pricing": {"output_price_per_million": 1}}
+    new = {"uuid": "u", "version": {"major": 1, "minor": 3}, "pricing": {"output_price_per_million": 2},
+           "name": "n"}  # fmt: skip
+    assert changed_fields(old, new) == {
+        "name": {"old": None, "new": "n"},
+        "pricing.output_price_per_million": {"old": 1, "new": 2},
+        "version.minor": {"old": 2, "new": 3},
+    }
+    assert changed_fields(old, {**old, "is_foundational": False}) == {}
