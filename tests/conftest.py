@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from etl import db
+from etl import db, schema
 from etl.cli import cli
 from tests.catalog import make_catalog
 
@@ -95,8 +95,7 @@ def run_etl(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def table_rows(engine: sa.Engine, table: str) -> list[dict[str, Any]]:
     """Every row of ``table`` as dicts, in primary-key order."""
-    meta = sa.MetaData()
-    reflected = sa.Table(table, meta, autoload_with=engine)
+    declared = schema.metadata.tables[table]
     with engine.connect() as conn:
-        order = list(reflected.primary_key.columns) or list(reflected.columns)
-        return [dict(r._mapping) for r in conn.execute(sa.select(reflected).order_by(*order))]
+        order = list(declared.primary_key.columns)
+        return [dict(r._mapping) for r in conn.execute(sa.select(declared).order_by(*order))]
