@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from tests.catalog import make_catalog
 from tests.conftest import TOKEN, table_rows
-from tests.fakeapi import Fault, FakeApi
+from tests.fakeapi import FakeApi, Fault
 
 
 def _sync(run_etl: Any, db_url: str, api: FakeApi, *args: str) -> Any:
@@ -175,9 +175,7 @@ def test_dry_run_writes_nothing(run_etl: Any, db_url: str, api: FakeApi, engine:
     assert {t: table_rows(engine, t) for t in ("models", "sync_runs")} == before
 
 
-def test_refused_token_exits_3_without_showing_it(
-    run_etl: Any, db_url: str, api: FakeApi
-) -> None:
+def test_refused_token_exits_3_without_showing_it(run_etl: Any, db_url: str, api: FakeApi) -> None:
     api.token = "another-token"
     result = run_etl("-v", "--database-url", db_url, "sync", "--api-url", api.url)
     assert result.exit_code == 3

@@ -65,8 +65,9 @@ def test_absent_fields_follow_the_documented_rule() -> None:
     row = flatten({"uuid": "u-1"}).model
     assert row["is_foundational"] is False and row["upload_complete"] is False
     assert row["thinking"] is False
-    for column in ("id", "name", "description", "parent_uuid", "url", "kb_min_chunk_size",
-                   "context_window", "parameter_count", "created_at", "agreement_uuid"):  # fmt: skip
+    nulls = ("id", "name", "description", "parent_uuid", "url", "kb_min_chunk_size")
+    nulls += ("context_window", "parameter_count", "created_at", "agreement_uuid")
+    for column in nulls:
         assert row[column] is None, column
     assert (row["version_major"], row["version_minor"], row["version_patch"]) == (0, 0, 0)
 
@@ -168,9 +169,9 @@ def test_unknown_fields_are_reported_as_drift() -> None:
 
 
 def test_changed_fields_uses_dotted_paths() -> None:
-    old = {"uuid": "u", "version": {"major": 1, "minor": 2}, "pricing": {"output_price_per_million": 1}}
-    new = {"uuid": "u", "version": {"major": 1, "minor": 3}, "pricing": {"output_price_per_million": 2},
-           "name": "n"}  # fmt: skip
+    price = "output_price_per_million"
+    old = {"uuid": "u", "version": {"major": 1, "minor": 2}, "pricing": {price: 1}}
+    new = {"uuid": "u", "version": {"major": 1, "minor": 3}, "pricing": {price: 2}, "name": "n"}
     assert changed_fields(old, new) == {
         "name": {"old": None, "new": "n"},
         "pricing.output_price_per_million": {"old": 1, "new": 2},
