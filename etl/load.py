@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import schema
-from etl.transform import FlatModel
+from etl.transform import FlatModel, changed_fields
 
 log = logging.getLogger("etl.load")
 
@@ -87,6 +87,7 @@ _MODEL_UPDATE = [
     c.name for c in schema.models.columns if c.name not in ("uuid", "first_seen_at")
 ]  # fmt: skip
 _AGREEMENT_FIELDS = ("name", "description", "url")
+_HISTORY_FROM_MODEL = [name for name in schema.CONTENT_COLUMNS if name != "content_hash"]
 
 
 class CatalogWriter:
@@ -123,46 +124,144 @@ class CatalogWriter:
             self.agreements[row.uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
 
     def save_models(self, flats: Sequence[FlatModel]) -> None:
-        """Saves one batch of flattened models: new and changed ones whole, others not at all."""
+        """Saves one batch of flattened models: new and changed ones whole, others not at all.
+
+        Every change also closes and opens ``model_history`` rows and records a
+        ``model_changes`` event.
+        """
         write: list[FlatModel] = []
+        opened: list[FlatModel] = []
         changed: list[str] = []
         revived: list[str] = []
+        events: list[tuple[str, str]] = []
         for flat in {flat.uuid: flat for flat in flats}.values():
             known = self.known.get(flat.uuid)
             if known is None:
                 self.counts.inserted += 1
                 write.append(flat)
+                events.append((flat.uuid, "added"))
+            elif known[1]:
+                self.counts.restored += 1
+                events.append((flat.uuid, "restored"))
+                if known[0] != flat.content_hash:
+                    write.append(flat)
+                    changed.append(flat.uuid)
+                else:
+                    revived.append(flat.uuid)
             elif known[0] != flat.content_hash:
                 self.counts.updated += 1
                 write.append(flat)
                 changed.append(flat.uuid)
-            elif known[1]:
-                revived.append(flat.uuid)
+                events.append((flat.uuid, "changed"))
             else:
                 self.counts.unchanged += 1
-            if known is not None and known[1]:
-                self.counts.restored += 1
+                continue
+            opened.append(flat)
             self.known[flat.uuid] = (flat.content_hash, False)
         if self.dry_run:
             return
         self._save_agreements(flats)
+        previous = self._fetch_raw(changed)
         self._save_model_rows(write)
         self._replace_children(write, changed)
         self._save_versions(write)
         if revived:
             self._set_removed_at(revived, None)
+        self._close_history(schema.model_history, schema.model_history.c.model_uuid, changed)
+        self._open_model_history(opened)
+        current = {flat.uuid: flat.model["raw"] for flat in opened}
+        self._save_changes(
+            [
+                (
+                    uuid,
+                    kind,
+                    changed_fields(previous[uuid], current[uuid]) if uuid in previous else None,
+                )
+                for uuid, kind in events
+            ]
+        )
+
+    def _fetch_raw(self, uuids: Sequence[str]) -> dict[str, Any]:
+        models = schema.models
+        raw: dict[str, Any] = {}
+        for part in chunks(uuids):
+            for uuid, value in self.conn.execute(
+                sa.select(models.c.uuid, models.c.raw).where(models.c.uuid.in_(part))
+            ):
+                raw[uuid] = value
+        return raw
+
+    def _close_history(self, table: sa.Table, key: sa.Column[Any], uuids: Sequence[str]) -> None:
+        for part in chunks(uuids):
+            self.conn.execute(
+                sa.update(table)
+                .where(key.in_(part), table.c.valid_to.is_(None))
+                .values(valid_to=self.observed_at, closed_by_run=self.run_id)
+            )
+
+    def _open_model_history(self, flats: Sequence[FlatModel]) -> None:
+        rows = [
+            {
+                **{name: flat.model[name] for name in _HISTORY_FROM_MODEL},
+                "content_hash": flat.content_hash,
+                "model_uuid": flat.uuid,
+                "valid_from": self.observed_at,
+                "valid_to": None,
+                "opened_by_run": self.run_id,
+                "closed_by_run": None,
+            }
+            for flat in flats
+        ]
+        if rows:
+            self.conn.execute(schema.model_history.insert(), rows)
+
+    def _save_changes(self, events: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
+        rows = [
+            {
+                "run_id": self.run_id,
+                "observed_at": self.observed_at,
+                "model_uuid": uuid,
+                "kind": kind,
+                "changes": changes or None,
+            }
+            for uuid, kind, changes in events
+        ]
+        if rows:
+            self.conn.execute(schema.model_changes.insert(), rows)
 
     def _save_agreements(self, flats: Sequence[FlatModel]) -> None:
         rows: dict[str, dict[str, Any]] = {}
+        changed: list[str] = []
         for flat in flats:
             agreement = flat.agreement
             if agreement is None:
                 continue
             values = tuple(agreement[f] for f in _AGREEMENT_FIELDS)
-            if self.agreements.get(agreement["uuid"]) != values:
+            known = self.agreements.get(agreement["uuid"])
+            if known != values:
+                if known is not None:
+                    changed.append(agreement["uuid"])
                 self.agreements[agreement["uuid"]] = values
                 rows[agreement["uuid"]] = {**agreement, "first_seen_at": self.observed_at}
+        if not rows:
+            return
         upsert(self.conn, schema.agreements, list(rows.values()), _AGREEMENT_FIELDS)
+        history = schema.agreement_history
+        self._close_history(history, history.c.agreement_uuid, changed)
+        self.conn.execute(
+            history.insert(),
+            [
+                {
+                    "agreement_uuid": uuid,
+                    **{f: row[f] for f in _AGREEMENT_FIELDS},
+                    "valid_from": self.observed_at,
+                    "valid_to": None,
+                    "opened_by_run": self.run_id,
+                    "closed_by_run": None,
+                }
+                for uuid, row in rows.items()
+            ],
+        )
 
     def _save_model_rows(self, flats: Sequence[FlatModel]) -> None:
         rows = [
@@ -213,6 +312,8 @@ class CatalogWriter:
             self.known[uuid] = (self.known[uuid][0], True)
         if gone and not self.dry_run:
             self._set_removed_at(gone, self.observed_at)
+            self._close_history(schema.model_history, schema.model_history.c.model_uuid, gone)
+            self._save_changes([(uuid, "removed", None) for uuid in gone])
 
 
 def start_run(conn: Connection, *, mode: str, filters: dict[str, Any], started_at: datetime) -> int:

@@ -97,39 +97,92 @@ sync_runs = sa.Table(
     sa.Index(None, "status", "finished_at"),
 )
 
+
+def _content_columns() -> list[sa.Column[Any]]:
+    """A model's flattened scalar fields: the same typed columns in ``models`` and its history."""
+    return [
+        sa.Column("id", SHORT, index=True),
+        sa.Column("name", SHORT),
+        sa.Column("description", sa.Text),
+        sa.Column("is_foundational", sa.Boolean, nullable=False),
+        sa.Column("upload_complete", sa.Boolean, nullable=False),
+        sa.Column("parent_uuid", UUID),
+        sa.Column("url", sa.Text),
+        sa.Column("kb_default_chunk_size", sa.BigInteger),
+        sa.Column("kb_max_chunk_size", sa.BigInteger),
+        sa.Column("kb_min_chunk_size", sa.BigInteger),
+        sa.Column("lifecycle_status", SHORT),
+        sa.Column("provider", SHORT),
+        sa.Column("type", SHORT),
+        sa.Column("model_availability", SHORT),
+        sa.Column("thinking", sa.Boolean, nullable=False),
+        sa.Column("parameter_count", sa.Double),
+        sa.Column("context_window", sa.BigInteger),
+        sa.Column("created_at", UTCDateTime),
+        sa.Column("updated_at", UTCDateTime),
+        sa.Column("version_major", sa.BigInteger, nullable=False),
+        sa.Column("version_minor", sa.BigInteger, nullable=False),
+        sa.Column("version_patch", sa.BigInteger, nullable=False),
+        sa.Column("agreement_uuid", UUID, sa.ForeignKey("agreements.uuid"), index=True),
+        sa.Column("benchmark_score", sa.JSON),
+        sa.Column("raw", sa.JSON, nullable=False),
+        sa.Column("content_hash", HASH, nullable=False),
+    ]
+
+
 models = sa.Table(
     "models",
     metadata,
     sa.Column("uuid", UUID, primary_key=True),
-    sa.Column("id", SHORT, index=True),
-    sa.Column("name", SHORT),
-    sa.Column("description", sa.Text),
-    sa.Column("is_foundational", sa.Boolean, nullable=False),
-    sa.Column("upload_complete", sa.Boolean, nullable=False),
-    sa.Column("parent_uuid", UUID),
-    sa.Column("url", sa.Text),
-    sa.Column("kb_default_chunk_size", sa.BigInteger),
-    sa.Column("kb_max_chunk_size", sa.BigInteger),
-    sa.Column("kb_min_chunk_size", sa.BigInteger),
-    sa.Column("lifecycle_status", SHORT),
-    sa.Column("provider", SHORT),
-    sa.Column("type", SHORT),
-    sa.Column("model_availability", SHORT),
-    sa.Column("thinking", sa.Boolean, nullable=False),
-    sa.Column("parameter_count", sa.Double),
-    sa.Column("context_window", sa.BigInteger),
-    sa.Column("created_at", UTCDateTime),
-    sa.Column("updated_at", UTCDateTime),
-    sa.Column("version_major", sa.BigInteger, nullable=False),
-    sa.Column("version_minor", sa.BigInteger, nullable=False),
-    sa.Column("version_patch", sa.BigInteger, nullable=False),
-    sa.Column("agreement_uuid", UUID, sa.ForeignKey("agreements.uuid"), index=True),
-    sa.Column("benchmark_score", sa.JSON),
-    sa.Column("raw", sa.JSON, nullable=False),
-    sa.Column("content_hash", HASH, nullable=False),
+    *_content_columns(),
     sa.Column("first_seen_at", UTCDateTime, nullable=False),
     sa.Column("removed_at", UTCDateTime),
 )
+
+model_history = sa.Table(
+    "model_history",
+    metadata,
+    sa.Column("history_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), nullable=False),
+    sa.Column("valid_from", UTCDateTime, nullable=False),
+    sa.Column("valid_to", UTCDateTime),
+    sa.Column("opened_by_run", sa.Integer, sa.ForeignKey("sync_runs.id"), nullable=False),
+    sa.Column("closed_by_run", sa.Integer, sa.ForeignKey("sync_runs.id")),
+    *_content_columns(),
+    sa.Index(None, "model_uuid", "valid_from"),
+    sa.Index(None, "valid_from", "valid_to"),
+    sa.Index(None, "valid_to"),
+)
+"""One row per distinct content of a model over time (SCD type 2); valid_to NULL = current."""
+
+agreement_history = sa.Table(
+    "agreement_history",
+    metadata,
+    sa.Column("history_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agreement_uuid", UUID, sa.ForeignKey("agreements.uuid"), nullable=False),
+    sa.Column("valid_from", UTCDateTime, nullable=False),
+    sa.Column("valid_to", UTCDateTime),
+    sa.Column("opened_by_run", sa.Integer, sa.ForeignKey("sync_runs.id"), nullable=False),
+    sa.Column("closed_by_run", sa.Integer, sa.ForeignKey("sync_runs.id")),
+    sa.Column("name", SHORT),
+    sa.Column("description", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Index(None, "agreement_uuid", "valid_from"),
+)
+
+model_changes = sa.Table(
+    "model_changes",
+    metadata,
+    sa.Column("change_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("sync_runs.id"), nullable=False, index=True),
+    sa.Column("observed_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("changes", sa.JSON),
+)
+"""One row per change of a model per run: added, changed (with its fields), removed, restored."""
+
+CONTENT_COLUMNS = tuple(c.name for c in _content_columns())
 
 model_versions = sa.Table(
     "model_versions",

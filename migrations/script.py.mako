@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import etl.schema
-${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
