@@ -11,14 +11,19 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
-from etl.errors import EtlError
+from etl.errors import ConfigError, DatabaseError, EtlError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -156,6 +161,19 @@ def db_group() -> None:
     """Manage the database schema (Alembic migrations)."""
 
 
+@contextmanager
+def _migration_errors() -> Iterator[None]:
+    """Alembic's own errors (an unknown revision, on either side) as a one-line exit 6."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise DatabaseError(
+            f"{exc}; `etl db current` shows where the database is, `etl --version` this etl"
+        ) from exc
+
+
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
 @click.pass_obj
@@ -163,7 +181,7 @@ def db_upgrade(obj: dict[str, Any], revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine:
+    with db.errors(obj["database_url"]) as engine, _migration_errors():
         db.upgrade(engine, revision)
         click.echo(f"database at {db.current(engine) or 'base'}")
 
@@ -175,7 +193,7 @@ def db_downgrade(obj: dict[str, Any], revision: str) -> None:
     """Migrate the schema down to REVISION (``base`` removes every table)."""
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine:
+    with db.errors(obj["database_url"]) as engine, _migration_errors():
         db.downgrade(engine, revision)
         click.echo(f"database at {db.current(engine) or 'base'}")
 
@@ -191,6 +209,168 @@ def db_current(obj: dict[str, Any]) -> None:
         head = db.head_revision()
         state = "up to date" if current == head else f"behind head {head}"
         click.echo(f"{current or 'base'} ({state})")
+
+
+def output_options(func: F) -> F:
+    """``--json`` / ``--csv``: how a listing command prints its rows (default: aligned table)."""
+    func = click.option("--csv", "fmt", flag_value="csv", help="Print CSV with a header.")(func)
+    func = click.option("--json", "fmt", flag_value="json", help="Print a JSON array.")(func)
+    return func
+
+
+@contextmanager
+def read_engine(obj: dict[str, Any]) -> Iterator[Engine | None]:
+    """An engine on a database at head, or None when the database was never initialised."""
+    from etl import db
+
+    with db.errors(obj["database_url"]) as engine:
+        yield engine if db.check_schema(engine) else None
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1), default=20, help="How many runs.")
+@json_option
+@click.pass_obj
+def runs(obj: dict[str, Any], limit: int, as_json: bool) -> None:
+    """List the most recent sync and backfill runs, newest first."""
+    from etl import queries
+    from etl.output import write_rows
+
+    with read_engine(obj) as engine:
+        rows = queries.recent_runs(engine, limit) if engine else []
+    write_rows(rows, queries.RUN_COLUMNS, "json" if as_json else "table")
+
+
+@cli.command()
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    help="Exit 1 when the last successful run finished longer ago than this (e.g. 2h, 1d).",
+)
+@json_option
+@click.pass_obj
+def status(obj: dict[str, Any], max_age: str | None, as_json: bool) -> None:
+    """Show the last successful run; with --max-age, a health check for monitoring."""
+    from etl import queries
+    from etl.output import to_json
+    from etl.times import format_instant, parse_duration
+
+    limit = parse_duration(max_age) if max_age else None
+    with read_engine(obj) as engine:
+        success = queries.last_run(engine, "succeeded") if engine else None
+        latest = queries.last_run(engine) if engine else None
+    now = datetime.now(UTC)
+    age = now - success["finished_at"] if success else None
+    healthy = success is not None and (limit is None or (age is not None and age <= limit))
+    if as_json:
+        click.echo(
+            to_json(
+                {
+                    "healthy": healthy,
+                    "age_seconds": round(age.total_seconds()) if age else None,
+                    "last_success": success,
+                    "last_run": latest,
+                }
+            )
+        )
+    elif success is None:
+        click.echo("no successful run yet")
+    else:
+        click.echo(
+            f"last successful run {success['id']} ({success['mode']}) finished "
+            f"{format_instant(success['finished_at'])}, {_ago(age)} ago: "
+            f"{success['models_seen']} models, {success['inserted']} inserted, "
+            f"{success['updated']} updated, {success['removed']} removed, "
+            f"{success['restored']} restored"
+        )
+        if latest and latest["id"] != success["id"]:
+            click.echo(f"latest run {latest['id']} {latest['status']}: {latest['error'] or ''}")
+    if not healthy:
+        why = "no successful run" if success is None else f"last success {_ago(age)} ago"
+        click.echo(f"etl: stale: {why} (--max-age {max_age})" if max_age else "", err=True)
+        raise SystemExit(1)
+
+
+def _ago(age: timedelta | None) -> str:
+    seconds = int(age.total_seconds()) if age else 0
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+@cli.command()
+@click.argument("model")
+@json_option
+@click.pass_obj
+def history(obj: dict[str, Any], model: str, as_json: bool) -> None:
+    """Every version of MODEL's content (MODEL is a uuid or a model id), oldest first."""
+    from etl import queries
+    from etl.output import write_rows
+
+    columns = ("valid_from", "valid_to", "opened_by_run", "kind", "version", "name",
+               "lifecycle_status", "changed_fields")  # fmt: skip
+    with read_engine(obj) as engine:
+        if engine is None:
+            raise ConfigError(f"no model has uuid or id {model!r} (the database is empty)")
+        rows = queries.model_history(engine, model)
+    if as_json:
+        write_rows(rows, (*columns, "uuid", "closed_by_run", "content_hash", "changes"), "json")
+    else:
+        write_rows(rows, columns)
+
+
+@cli.command()
+@click.option("--since", metavar="T", help="From this time on (ISO 8601, or an age like 7d).")
+@click.option("--until", metavar="T", help="Before this time.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(["added", "changed", "removed", "restored"]),
+    help="Only changes of this kind (repeatable).",
+)
+@output_options
+@click.pass_obj
+def changes(
+    obj: dict[str, Any],
+    since: str | None,
+    until: str | None,
+    kinds: tuple[str, ...],
+    fmt: str | None,
+) -> None:
+    """List what changed in the catalog, oldest first."""
+    from etl import queries
+    from etl.output import write_rows
+    from etl.times import parse_instant
+
+    start = parse_instant(since) if since else None
+    end = parse_instant(until) if until else None
+    with read_engine(obj) as engine:
+        rows = queries.list_changes(engine, start, end, kinds) if engine else []
+    columns: tuple[str, ...] = ("observed_at", "run_id", "kind", "model_uuid", "model_id")
+    columns += ("model_name", "changes") if fmt == "json" else ("fields",)
+    write_rows(rows, columns, fmt or "table")
+
+
+@cli.command("models")
+@click.option("--as-of", metavar="T", help="The catalog as it was at T (default: now).")
+@output_options
+@click.pass_obj
+def models_command(obj: dict[str, Any], as_of: str | None, fmt: str | None) -> None:
+    """List the catalog as it was at a moment."""
+    from etl import queries
+    from etl.output import write_rows
+    from etl.times import parse_instant
+
+    when = parse_instant(as_of) if as_of else datetime.now(UTC)
+    with read_engine(obj) as engine:
+        rows = queries.models_as_of(engine, when) if engine else []
+    columns = ("uuid", "id", "name", "provider", "lifecycle_status", "version", "valid_from")
+    write_rows(rows, columns, fmt or "table")
 
 
 def main() -> None:

@@ -120,21 +120,24 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Makes sure the schema is at head: migrates an empty database, refuses an old one.
+def check_schema(engine: Engine) -> bool:
+    """Checks the schema is at head without changing anything.
+
+    Returns:
+        True when the database is at head, False when it is empty (never migrated).
 
     Raises:
-        DatabaseError: The database is behind (or ahead of) the code, or unreachable.
+        DatabaseError: The database is behind (or ahead of) the code, holds foreign tables, or
+            is unreachable.
     """
     with engine.connect() as connection:
         current = current_revision(connection)
         empty = current is None and not sa.inspect(connection).get_table_names()
     head = head_revision()
     if current == head:
-        return
+        return True
     if empty:
-        upgrade(engine)
-        return
+        return False
     if current is None:
         raise DatabaseError(
             f"{mask_url(engine.url)} holds tables but no etl schema version; "
@@ -144,6 +147,16 @@ def ensure_schema(engine: Engine) -> None:
         f"the database schema is at revision {current}, this etl needs {head}; "
         "run `etl db upgrade` first"
     )
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Makes sure the schema is at head: migrates an empty database, refuses an old one.
+
+    Raises:
+        DatabaseError: As :func:`check_schema`.
+    """
+    if not check_schema(engine):
+        upgrade(engine)
 
 
 def current(engine: Engine) -> str | None:

@@ -1,0 +1,166 @@
+"""The read side: runs, status, a model's history, changes and the catalog as of a time.
+
+Functions take an engine and return plain dicts; they never write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import schema
+from etl.errors import ConfigError
+
+RUN_COLUMNS = (
+    "id", "status", "mode", "started_at", "finished_at", "complete", "pages", "models_seen",
+    "inserted", "updated", "unchanged", "removed", "restored", "warnings", "error",
+)  # fmt: skip
+
+
+def recent_runs(engine: Engine, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs, newest first."""
+    runs = schema.sync_runs
+    query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def last_run(engine: Engine, status: str | None = None) -> dict[str, Any] | None:
+    """The newest run, or the newest with ``status``."""
+    runs = schema.sync_runs
+    query = sa.select(runs).order_by(runs.c.id.desc()).limit(1)
+    if status is not None:
+        query = query.where(runs.c.status == status)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return dict(row._mapping) if row else None
+
+
+def resolve_model(engine: Engine, model: str) -> str:
+    """Finds a model's uuid from its uuid or its id.
+
+    Raises:
+        ConfigError: No model has that uuid or id, or several share the id.
+    """
+    models = schema.models
+    with engine.connect() as conn:
+        if conn.execute(sa.select(models.c.uuid).where(models.c.uuid == model)).first():
+            return model
+        uuids = list(conn.execute(sa.select(models.c.uuid).where(models.c.id == model)).scalars())
+    if not uuids:
+        raise ConfigError(f"no model has uuid or id {model!r}")
+    if len(uuids) > 1:
+        raise ConfigError(f"several models have id {model!r}; name one by uuid: {', '.join(uuids)}")
+    return str(uuids[0])
+
+
+def model_history(engine: Engine, model: str) -> list[dict[str, Any]]:
+    """Every stored content of a model, oldest first, with the change that opened it."""
+    uuid = resolve_model(engine, model)
+    history, changes = schema.model_history, schema.model_changes
+    query = (
+        sa.select(
+            history.c.valid_from,
+            history.c.valid_to,
+            history.c.opened_by_run,
+            history.c.closed_by_run,
+            history.c.id,
+            history.c.name,
+            history.c.lifecycle_status,
+            history.c.version_major,
+            history.c.version_minor,
+            history.c.version_patch,
+            history.c.content_hash,
+            changes.c.kind,
+            changes.c.changes,
+        )
+        .select_from(
+            history.outerjoin(
+                changes,
+                sa.and_(
+                    changes.c.model_uuid == history.c.model_uuid,
+                    changes.c.run_id == history.c.opened_by_run,
+                    changes.c.kind != "removed",
+                ),
+            )
+        )
+        .where(history.c.model_uuid == uuid)
+        .order_by(history.c.valid_from, history.c.history_id)
+    )
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        row["uuid"] = uuid
+        row["version"] = _version(row)
+        row["changed_fields"] = sorted(row["changes"] or {})
+    return rows
+
+
+def list_changes(
+    engine: Engine,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kinds: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Change events in time order, optionally within ``[since, until)`` and of some kinds."""
+    changes, models = schema.model_changes, schema.models
+    query = (
+        sa.select(
+            changes.c.observed_at,
+            changes.c.run_id,
+            changes.c.kind,
+            changes.c.model_uuid,
+            models.c.id.label("model_id"),
+            models.c.name.label("model_name"),
+            changes.c.changes,
+        )
+        .select_from(changes.join(models, models.c.uuid == changes.c.model_uuid))
+        .order_by(changes.c.observed_at, changes.c.change_id)
+    )
+    if since is not None:
+        query = query.where(changes.c.observed_at >= since)
+    if until is not None:
+        query = query.where(changes.c.observed_at < until)
+    if kinds:
+        query = query.where(changes.c.kind.in_(kinds))
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        row["fields"] = ",".join(sorted(row["changes"] or {}))
+    return rows
+
+
+def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
+    """The catalog as it was at ``when``: one row per model present then."""
+    history = schema.model_history
+    query = (
+        sa.select(
+            history.c.model_uuid.label("uuid"),
+            history.c.id,
+            history.c.name,
+            history.c.provider,
+            history.c.lifecycle_status,
+            history.c.version_major,
+            history.c.version_minor,
+            history.c.version_patch,
+            history.c.agreement_uuid,
+            history.c.valid_from,
+        )
+        .where(
+            history.c.valid_from <= when,
+            sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when),
+        )
+        .order_by(history.c.id, history.c.model_uuid)
+    )
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        row["version"] = _version(row)
+    return rows
+
+
+def _version(row: dict[str, Any]) -> str:
+    return f"{row['version_major']}.{row['version_minor']}.{row['version_patch']}"
