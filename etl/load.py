@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import schema
-from etl.transform import FlatModel, changed_fields
+from etl.transform import MAX_SHORT, FlatModel, canonical_json, changed_fields
 
 log = logging.getLogger("etl.load")
 
@@ -228,6 +228,25 @@ class CatalogWriter:
         ]
         if rows:
             self.conn.execute(schema.model_changes.insert(), rows)
+        fields = {
+            (uuid, path[:MAX_SHORT]): values
+            for uuid, _, changes in events
+            for path, values in (changes or {}).items()
+        }
+        if fields:
+            self.conn.execute(
+                schema.model_change_fields.insert(),
+                [
+                    {
+                        "run_id": self.run_id,
+                        "model_uuid": uuid,
+                        "path": path,
+                        "old_value": _json_text(values["old"]),
+                        "new_value": _json_text(values["new"]),
+                    }
+                    for (uuid, path), values in fields.items()
+                ],
+            )
 
     def _save_agreements(self, flats: Sequence[FlatModel]) -> None:
         rows: dict[str, dict[str, Any]] = {}
@@ -314,6 +333,13 @@ class CatalogWriter:
             self._set_removed_at(gone, self.observed_at)
             self._close_history(schema.model_history, schema.model_history.c.model_uuid, gone)
             self._save_changes([(uuid, "removed", None) for uuid in gone])
+
+
+def _json_text(value: Any) -> str | None:
+    """A changed value as text: strings as they are, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return canonical_json(value)
 
 
 def start_run(conn: Connection, *, mode: str, filters: dict[str, Any], started_at: datetime) -> int:

@@ -182,6 +182,18 @@ model_changes = sa.Table(
 )
 """One row per change of a model per run: added, changed (with its fields), removed, restored."""
 
+model_change_fields = sa.Table(
+    "model_change_fields",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("sync_runs.id"), primary_key=True),
+    sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), primary_key=True),
+    sa.Column("path", SHORT, primary_key=True),
+    sa.Column("old_value", sa.Text),
+    sa.Column("new_value", sa.Text),
+    sa.Index(None, "path"),
+)
+"""The fields of each ``changed`` event, one row per dotted path; values are JSON text."""
+
 CONTENT_COLUMNS = tuple(c.name for c in _content_columns())
 
 model_versions = sa.Table(

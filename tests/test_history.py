@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,8 +51,10 @@ def timeline(db_url: str, engine: sa.Engine) -> dict[str, Any]:
     current[4]["lifecycle_status"] = "deprecated"
     catalogs.append(copy.deepcopy(current))  # run 4: removal, lifecycle transition
     catalogs.append(copy.deepcopy(current))  # run 5: nothing changes
+    deprecated = current[4]["uuid"]
     current.insert(0, {**removed_zero, "name": "Back again"})
-    catalogs.append(copy.deepcopy(current))  # run 6: restored with new content
+    current = [m for m in current if m["uuid"] != base[9]["uuid"]]
+    catalogs.append(copy.deepcopy(current))  # run 6: restored with new content, one removal
     results = []
     with FakeApi(models=catalogs[0], token=TOKEN) as api:
         for catalog in catalogs:
@@ -59,7 +63,7 @@ def timeline(db_url: str, engine: sa.Engine) -> dict[str, Any]:
     times = [row["observed_at"] for row in table_rows(engine, "sync_runs")]
     assert len(times) == 6
     return {"base": base, "catalogs": catalogs, "results": results, "times": times,
-            "agreement": agreement}  # fmt: skip
+            "agreement": agreement, "deprecated": deprecated}  # fmt: skip
 
 
 def test_each_run_counts_its_changes(timeline: dict[str, Any]) -> None:
@@ -77,7 +81,7 @@ def test_each_run_counts_its_changes(timeline: dict[str, Any]) -> None:
     assert summary[2] == (0, sharing + (0 if price_model_shares else 1), 0, 1)
     assert summary[3] == (0, 1, 1, 0)
     assert summary[4] == (0, 0, 0, 0)
-    assert summary[5] == (0, 0, 0, 1)
+    assert summary[5] == (0, 0, 1, 1)
 
 
 def test_history_rows_follow_the_timeline(timeline: dict[str, Any], engine: sa.Engine) -> None:
@@ -96,9 +100,9 @@ def test_history_rows_follow_the_timeline(timeline: dict[str, Any], engine: sa.E
     assert two == [(times[0], times[1], 2), (times[2], None, None)]
     one = by_model[_uuid(base, 1)]
     assert [r["version_minor"] for r in one] == [base[1].get("version", {}).get("minor", 0), 77]
-    untouched = by_model[_uuid(base, 9)]
+    untouched = by_model[_uuid(base, 8)]
     assert [(r["valid_from"], r["valid_to"]) for r in untouched] == [(times[0], None)]
-    assert sum(1 for r in history if r["valid_to"] is None) == 11
+    assert sum(1 for r in history if r["valid_to"] is None) == 10
 
 
 def test_change_events_name_fields_by_dotted_path(
@@ -171,12 +175,8 @@ def test_dashboard_views(timeline: dict[str, Any], engine: sa.Engine) -> None:
         assert named == len(table_rows(engine, "model_changes"))
         days = conn.execute(sa.text("SELECT * FROM catalog_size_by_day")).mappings().all()
     assert len(days) == 1
-    assert (days[0]["models"], days[0]["added"], days[0]["removed"], days[0]["restored"]) == (
-        11,
-        11,
-        2,
-        2,
-    )
+    day = days[0]
+    assert (day["models"], day["added"], day["removed"], day["restored"]) == (10, 11, 3, 2)
 
 
 def test_no_op_syncs_add_no_history(db_url: str, engine: sa.Engine) -> None:
@@ -202,7 +202,7 @@ def test_cli_read_commands(timeline: dict[str, Any], run_etl: Any, db_url: str) 
     result = run_etl("--database-url", db_url, "changes", "--kind", "removed", "--csv")
     lines = result.stdout.splitlines()
     assert lines[0] == "observed_at,run_id,kind,model_uuid,model_id,fields"
-    assert len(lines) == 3 and all(",removed," in line for line in lines[1:])
+    assert len(lines) == 4 and all(",removed," in line for line in lines[1:])
 
     second = timeline["times"][1].isoformat()
     result = run_etl("--database-url", db_url, "models", "--as-of", second, "--json")
@@ -214,7 +214,7 @@ def test_cli_read_commands(timeline: dict[str, Any], run_etl: Any, db_url: str) 
     assert [r["id"] for r in json.loads(result.stdout)] == [6, 5]
 
     table = run_etl("--database-url", db_url, "models").stdout.splitlines()
-    assert table[0].split()[:3] == ["uuid", "id", "name"] and len(table) == 12
+    assert table[0].split()[:3] == ["uuid", "id", "name"] and len(table) == 11
 
 
 def test_status_max_age(run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engine) -> None:
@@ -237,3 +237,75 @@ def test_status_max_age(run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engi
     assert result.exit_code == 1 and "last success 3h ago" in result.stderr
     assert run_etl("--database-url", db_url, "status", "--max-age", "4h").exit_code == 0
     assert run_etl("--database-url", db_url, "status", "--max-age", "soon").exit_code == 2
+
+
+QUERIES = Path(__file__).resolve().parent.parent / "queries"
+
+
+def _query(engine: sa.Engine, name: str) -> list[dict[str, Any]]:
+    sql = (QUERIES / f"{name}.sql").read_text()
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(sa.text(sql))]
+
+
+def test_every_dashboard_query_says_what_it_answers() -> None:
+    files = sorted(QUERIES.glob("*.sql"))
+    assert len(files) >= 8
+    for path in files:
+        assert path.read_text().startswith("-- "), path.name
+
+
+def test_dashboard_queries(timeline: dict[str, Any], engine: sa.Engine) -> None:
+    base, final, times = timeline["base"], timeline["catalogs"][-1], timeline["times"]
+    today = times[0].date().isoformat()
+    size = _query(engine, "catalog_size_over_time")
+    assert [
+        (str(r["day"]), r["models"], r["added"], r["removed"], r["restored"]) for r in size
+    ] == [(today, 10, 11, 3, 2)]
+    weekly = _query(engine, "models_added_per_week")
+    monday = (times[0].date() - timedelta(days=times[0].weekday())).isoformat()
+    assert [(str(r["week"]), r["models_added"]) for r in weekly] == [(monday, 11)]
+
+    before = next(m for m in timeline["catalogs"][2] if m["uuid"] == timeline["deprecated"])
+    transitions = _query(engine, "lifecycle_transitions")
+    assert [(r["model_uuid"], r["from_status"], r["to_status"]) for r in transitions] == [
+        (timeline["deprecated"], before.get("lifecycle_status"), "deprecated")
+    ]
+    old_price = base[3].get("pricing", {}).get("output_price_per_million")
+    prices = _query(engine, "price_changes")
+    assert [
+        (
+            r["model_uuid"],
+            r["price_key"],
+            r["old_price"] and float(r["old_price"]),
+            float(r["new_price"]),
+        )
+        for r in prices
+    ] == [(_uuid(base, 3), "output_price_per_million", old_price, 99.5)]
+
+    providers = Counter(m.get("provider", "unknown") for m in final)
+    assert {r["provider"]: r["models"] for r in _query(engine, "models_per_provider")} == providers
+
+    releases = _query(engine, "version_releases_per_model")
+    assert (releases[0]["uuid"], releases[0]["versions_seen"]) == (_uuid(base, 1), 2)
+    assert all(r["versions_seen"] == 1 for r in releases[1:]) and len(releases) == 11
+
+    usage = {r["uuid"]: (r["name"], r["models"]) for r in _query(engine, "agreements_usage")}
+    used = Counter(m["agreement"]["uuid"] for m in final if "agreement" in m)
+    assert {uuid: models for uuid, (_, models) in usage.items() if models} == used
+    assert usage[timeline["agreement"]][0] == "Licence v2"
+
+    gone = _query(engine, "disappeared_models")
+    assert [(r["uuid"], r["removed_at"] is not None) for r in gone] == [(_uuid(base, 9), True)]
+
+    cheapest = _query(engine, "cheapest_output_price")
+    priced = sorted(
+        (m["pricing"]["output_price_per_million"], m["id"]) for m in final
+        if m.get("pricing", {}).get("output_price_per_million")
+    )  # fmt: skip
+    assert [(r["output_price_per_million"], r["model_id"]) for r in cheapest] == priced
+
+    image = {r["uuid"] for r in _query(engine, "models_with_image_input")}
+    assert image == {
+        m["uuid"] for m in final if "image" in m.get("modalities", {}).get("input", [])
+    }

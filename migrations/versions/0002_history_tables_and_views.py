@@ -151,6 +151,25 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(batch_op.f("ix_model_history_valid_to"), ["valid_to"], unique=False)
+    op.create_table(
+        "model_change_fields",
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("path", sa.String(length=255), nullable=False),
+        sa.Column("old_value", sa.Text(), nullable=True),
+        sa.Column("new_value", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_change_fields_model_uuid_models")
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["sync_runs.id"], name=op.f("fk_model_change_fields_run_id_sync_runs")
+        ),
+        sa.PrimaryKeyConstraint(
+            "run_id", "model_uuid", "path", name=op.f("pk_model_change_fields")
+        ),
+    )
+    with op.batch_alter_table("model_change_fields", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_model_change_fields_path"), ["path"], unique=False)
     for name, sql in _views(op.get_bind().dialect.name).items():
         op.execute(f"CREATE VIEW {name} AS {sql}")
 
@@ -159,6 +178,7 @@ def downgrade() -> None:
     for name in reversed(list(_views("sqlite"))):
         op.execute(f"DROP VIEW IF EXISTS {name}")
     # Dropping a table drops its indexes (MySQL refuses to drop an FK index first).
+    op.drop_table("model_change_fields")
     op.drop_table("model_history")
     op.drop_table("model_changes")
     op.drop_table("agreement_history")
