@@ -132,13 +132,15 @@ def sync(
     from etl.config import check_api_url, parse_usecase, resolve_token
     from etl.pipeline import run_sync
 
+    api_url = check_api_url(api_url)
+    usecases = tuple(dict.fromkeys(parse_usecase(u) for u in usecases))
     settings = Settings(
         database_url=obj["database_url"],
-        api_url=check_api_url(api_url),
+        api_url=api_url,
         token=resolve_token(token_file, os.environ),
         per_page=per_page,
         public_only=public_only,
-        usecases=tuple(dict.fromkeys(parse_usecase(u) for u in usecases)),
+        usecases=usecases,
         max_retries=max_retries,
         max_wait=max_wait,
         dry_run=dry_run,

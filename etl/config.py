@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ DEFAULT_API_URL = "https://api.digitalocean.com"
 DEFAULT_DATABASE_URL = "sqlite:///catalog.db"
 MODELS_PATH = "/v2/gen-ai/models"
 MAX_PER_PAGE = 200
+_TOKEN = re.compile(r"[!-~]+")
+"""Visible ASCII: anything else cannot travel in an Authorization header (RFC 6750)."""
 
 USECASES = (
     "MODEL_USECASE_UNKNOWN",
@@ -27,8 +30,14 @@ USECASES = (
     "MODEL_USECASE_GUARDRAIL",
     "MODEL_USECASE_REASONING",
     "MODEL_USECASE_SERVERLESS",
+    "MODEL_USECASE_EVALUATION_JUDGE",
+    "MODEL_USECASE_CODING",
+    "MODEL_USECASE_AUDIO",
+    "MODEL_USECASE_RERANKING",
+    "MODEL_USECASE_TEXT",
 )
-"""The values the list endpoint's ``usecases`` filter accepts (the spec's parameter enum)."""
+"""The spec's ``apiModelUsecase`` enum: the parameter's own enum lists only the first seven,
+but the API takes every value of the model's enum."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ def resolve_token(token_file: str | None, environ: Mapping[str, str]) -> str:
     for name in ("DIGITALOCEAN_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"):
         token = environ.get(name, "").strip()
         if token:
-            return token
+            return _check_token(token, name)
     if token_file:
         path = Path(token_file)
         try:
@@ -97,12 +106,22 @@ def resolve_token(token_file: str | None, environ: Mapping[str, str]) -> str:
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("token file %s is readable by group or others; chmod 600 it", token_file)
         if token:
-            return token
+            return _check_token(token, f"--token-file {token_file}")
         raise AuthError(f"--token-file {token_file} is empty")
     raise AuthError(
         "no API token: set DIGITALOCEAN_ACCESS_TOKEN (or DIGITALOCEAN_TOKEN), "
         "or pass --token-file PATH"
     )
+
+
+def _check_token(token: str, source: str) -> str:
+    # requests would otherwise fail with an error that quotes the whole header, token included.
+    if not _TOKEN.fullmatch(token):
+        raise AuthError(
+            f"the token from {source} holds spaces, line breaks or non-ASCII characters; "
+            "it must be the token alone, on one line"
+        )
+    return token
 
 
 def check_api_url(url: str) -> str:
@@ -112,8 +131,14 @@ def check_api_url(url: str) -> str:
         ConfigError: Not an http(s) URL, or plain http to another host.
     """
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check: it raises when out of range
+    except ValueError:
+        raise ConfigError(f"--api-url {parts.scheme}://{parts.hostname}: invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"--api-url must be an http(s) URL, got {url!r}")
+        from etl.http import redact_url  # lazily: requests is slow to import
+
+        raise ConfigError(f"--api-url must be an http(s) URL, got {redact_url(url)!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(
             f"--api-url {parts.scheme}://{parts.hostname}: plain http is refused except to "

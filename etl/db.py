@@ -132,7 +132,8 @@ def check_schema(engine: Engine) -> bool:
     """
     with engine.connect() as connection:
         current = current_revision(connection)
-        empty = current is None and not sa.inspect(connection).get_table_names()
+        tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
+        empty = current is None and not tables
     head = head_revision()
     if current == head:
         return True
@@ -142,6 +143,14 @@ def check_schema(engine: Engine) -> bool:
         raise DatabaseError(
             f"{mask_url(engine.url)} holds tables but no etl schema version; "
             "point --database-url at an empty or etl database"
+        )
+    from alembic.script import ScriptDirectory
+
+    known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current not in known:
+        raise DatabaseError(
+            f"the database schema is at revision {current}, newer than this etl knows "
+            f"(head {head}); upgrade etl"
         )
     raise DatabaseError(
         f"the database schema is at revision {current}, this etl needs {head}; "

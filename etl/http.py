@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -48,13 +49,13 @@ def sleep(seconds: float) -> None:
 def redact_url(url: str) -> str:
     """Returns ``url`` without credentials: user info dropped, secret-looking parameters masked."""
     parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    # Keep the host as written (an IPv6 literal keeps its brackets); drop only the user info.
+    netloc = parts.netloc.rpartition("@")[2]
     if parts.username or parts.password:
         netloc = f"***@{netloc}"
     query = urlencode(
-        [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, True)]
+        [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, True)],
+        safe="*",
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
@@ -85,7 +86,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now
-    return seconds if seconds > 0 and seconds == seconds else None
+    return seconds if seconds > 0 and math.isfinite(seconds) else None
 
 
 def parse_ratelimit_reset(value: str | None, now: float) -> float | None:
@@ -94,7 +95,7 @@ def parse_ratelimit_reset(value: str | None, now: float) -> float | None:
         seconds = float(value or "") - now
     except ValueError:
         return None
-    return seconds if seconds > 0 else None
+    return seconds if seconds > 0 and math.isfinite(seconds) else None
 
 
 class TransientError(Exception):
@@ -192,11 +193,12 @@ class Fetcher:
             reraise=True,
         )
         shown = redact_url(requests.Request("GET", url, params=params).prepare().url or url)
+        before = self.requests
         try:
             return retrying(self._attempt, url, params, shown)
         except TransientError as exc:
             raise ApiUnavailableError(
-                f"GET {shown} failed after {self.requests} attempts: {exc.reason}"
+                f"GET {shown} failed after {self.requests - before} attempts: {exc.reason}"
             ) from None
 
     def _wait(self, state: RetryCallState) -> float:
@@ -278,7 +280,10 @@ class Fetcher:
         if wait is None:
             wait = parse_ratelimit_reset(resp.headers.get("ratelimit-reset"), now)
         if wait is not None and wait > self.max_wait:
-            when = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds")
+            try:
+                when = datetime.fromtimestamp(now + wait, UTC).isoformat(timespec="seconds")
+            except (OverflowError, ValueError, OSError):  # a hint centuries ahead
+                when = "a time too far ahead to show"
             raise ApiUnavailableError(
                 f"rate limited by the API for {wait:.0f}s, longer than --max-wait "
                 f"{self.max_wait:g}s; retry after {when}"
