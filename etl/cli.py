@@ -20,7 +20,7 @@ import click
 
 from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
-from etl.errors import ConfigError, DatabaseError, EtlError
+from etl.errors import ConfigError, DatabaseError, EtlError, InvalidResponseError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -113,6 +113,13 @@ def json_option(func: F) -> F:
     default=60.0,
     help="Longest rate-limit wait in seconds; a longer one fails the run (exit 4).",
 )
+@click.option(
+    "--archive-dir",
+    envvar="ETL_ARCHIVE_DIR",
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help="Also write the run's raw responses here (one gzip JSON-lines file per run).",
+)
 @click.option("--dry-run", is_flag=True, help="Fetch and report what would change; write nothing.")
 @json_option
 @click.pass_obj
@@ -125,6 +132,7 @@ def sync(
     usecases: tuple[str, ...],
     max_retries: int,
     max_wait: float,
+    archive_dir: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -144,6 +152,7 @@ def sync(
         max_retries=max_retries,
         max_wait=max_wait,
         dry_run=dry_run,
+        archive_dir=archive_dir,
     )
     result = run_sync(settings)
     if as_json:
@@ -156,6 +165,56 @@ def sync(
         f"{result.removed} removed, {result.restored} restored, {result.warnings} warnings; "
         f"{result.requests} requests, {result.retries} retries, {result.duration_s:.2f}s"
     )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--as-of",
+    metavar="T",
+    help="Observation time of files that carry none (archive files carry their own).",
+)
+@click.option("--dry-run", is_flag=True, help="Load and report, then roll everything back.")
+@json_option
+@click.pass_obj
+def backfill(
+    obj: dict[str, Any], paths: tuple[str, ...], as_of: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Load archived catalog snapshots (files or folders) into the history."""
+    from etl.pipeline import run_backfill
+    from etl.times import parse_instant
+
+    when = parse_instant(as_of) if as_of else None
+    show_bar = sys.stderr.isatty() and not obj["quiet"] and not as_json
+
+    result = run_backfill(
+        obj["database_url"],
+        paths,
+        as_of=when,
+        dry_run=dry_run,
+        progress=_progress_bar if show_bar else lambda items: items,
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        what = "dry run" if dry_run else "backfill"
+        click.echo(
+            f"{what}: {result.loaded} snapshots loaded, {result.skipped} already loaded, "
+            f"{result.partial} partial, {len(result.failed)} failed of {result.files} files; "
+            f"{result.inserted} inserted, {result.updated} updated, {result.removed} removed, "
+            f"{result.restored} restored, {result.warnings} warnings; {result.duration_s:.2f}s"
+        )
+    if result.failed:
+        raise InvalidResponseError(
+            f"{len(result.failed)} of {result.files} files could not be loaded: "
+            + "; ".join(result.failed[:3])
+            + ("; ..." if len(result.failed) > 3 else "")
+        )
+
+
+def _progress_bar(items: Any) -> Iterator[Any]:
+    with click.progressbar(items, label="backfill", file=sys.stderr) as bar:
+        yield from bar
 
 
 @cli.group("db")

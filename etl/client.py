@@ -33,7 +33,88 @@ class Page:
 
 
 @dataclass
-class Listing:
+class Tally:
+    """What a walk through pages has seen, and whether that provably is the whole catalog.
+
+    The live listing and the archive reader both count pages through this, so "complete" means
+    the same thing for a sync and a backfill.
+    """
+
+    total: int | None = None
+    expected_pages: int | None = None
+    pages: int = 0
+    page_numbers: set[int] = field(default_factory=set)
+    models: int = 0
+    uuids: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    without_uuid: int = 0
+    inconsistency: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when the walk provably saw the whole catalog exactly once."""
+        return (
+            self.inconsistency is None
+            and self.total is not None
+            and self.duplicates == 0
+            and len(self.uuids) + self.without_uuid == self.total
+            and self.page_numbers >= set(range(1, (self.expected_pages or 0) + 1))
+        )
+
+    def read(self, data: Any, where: str, number: int) -> tuple[list[Any], bool, int | None]:
+        """Checks one page's shape and counts it.
+
+        Args:
+            data: The page as parsed JSON.
+            where: Names the page in error messages.
+            number: The page's number.
+
+        Returns:
+            The page's models, whether a ``next`` link is present, and the page it names.
+
+        Raises:
+            InvalidResponseError: The page is not a listing.
+        """
+        if not isinstance(data, dict):
+            raise InvalidResponseError(f"{where}: expected a JSON object, got {_kind(data)}")
+        models = data.get("models") or []
+        if not isinstance(models, list):
+            raise InvalidResponseError(f"{where}: 'models' is {_kind(models)}, not a list")
+        meta = data.get("meta")
+        if meta is not None:
+            if not isinstance(meta, dict):
+                raise InvalidResponseError(f"{where}: 'meta' is {_kind(meta)}, not an object")
+            total = _count_field(meta, "total", where)
+            pages = _count_field(meta, "pages", where)
+            if self.total is not None and total != self.total:
+                self.inconsistency = f"meta.total changed from {self.total} to {total}"
+            if self.expected_pages is not None and pages != self.expected_pages:
+                self.inconsistency = f"meta.pages changed from {self.expected_pages} to {pages}"
+            self.total, self.expected_pages = total, pages
+        self.pages += 1
+        self.page_numbers.add(number)
+        self._count(models)
+        links = data.get("links") or {}
+        pages_links = links.get("pages") if isinstance(links, dict) else None
+        next_url = pages_links.get("next") if isinstance(pages_links, dict) else None
+        if not isinstance(next_url, str) or not next_url:
+            return models, False, None
+        return models, True, _page_number(next_url)
+
+    def _count(self, models: list[Any]) -> None:
+        for model in models:
+            self.models += 1
+            uuid = model.get("uuid") if isinstance(model, dict) else None
+            if isinstance(uuid, str) and uuid:
+                if uuid in self.uuids:
+                    self.duplicates += 1
+                else:
+                    self.uuids.add(uuid)
+            else:
+                self.without_uuid += 1
+
+
+class Listing(Tally):
     """One walk through the paged list of models.
 
     Args:
@@ -44,34 +125,24 @@ class Listing:
         usecases: Send these as repeated ``usecases`` parameters.
     """
 
-    fetcher: Fetcher
-    api_url: str
-    per_page: int
-    public_only: bool = False
-    usecases: Sequence[str] = ()
-    total: int | None = None
-    expected_pages: int | None = None
-    pages: int = 0
-    models: int = 0
-    uuids: set[str] = field(default_factory=set)
-    duplicates: int = 0
-    without_uuid: int = 0
-    inconsistency: str | None = None
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        api_url: str,
+        per_page: int,
+        public_only: bool = False,
+        usecases: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.fetcher = fetcher
+        self.api_url = api_url
+        self.per_page = per_page
+        self.public_only = public_only
+        self.usecases = usecases
 
     @property
     def url(self) -> str:
         return self.api_url.rstrip("/") + MODELS_PATH
-
-    @property
-    def complete(self) -> bool:
-        """True when the walk provably saw the whole catalog exactly once."""
-        return (
-            self.inconsistency is None
-            and self.total is not None
-            and self.duplicates == 0
-            and len(self.uuids) + self.without_uuid == self.total
-            and self.pages >= (self.expected_pages or 0)
-        )
 
     def params(self, page: int) -> list[tuple[str, Any]]:
         """The query of one page's request."""
@@ -91,9 +162,7 @@ class Listing:
                     f"(meta.pages says {self.expected_pages}); stopped to avoid a loop"
                 )
             fetched = self.fetcher.get_json(self.url, self.params(page))
-            models, has_next, next_page = self._read_page(fetched)
-            self.pages = page
-            self._count(models)
+            models, has_next, next_page = self.read(fetched.payload, f"GET {fetched.url}", page)
             yield Page(page, models, fetched)
             if not models:
                 return
@@ -104,44 +173,6 @@ class Listing:
             if not (has_next or page < (self.expected_pages or 0)):
                 return
             page += 1
-
-    def _read_page(self, fetched: Fetched) -> tuple[list[Any], bool, int | None]:
-        data = fetched.payload
-        where = f"GET {fetched.url}"
-        if not isinstance(data, dict):
-            raise InvalidResponseError(f"{where}: expected a JSON object, got {_kind(data)}")
-        models = data.get("models") or []
-        if not isinstance(models, list):
-            raise InvalidResponseError(f"{where}: 'models' is {_kind(models)}, not a list")
-        meta = data.get("meta")
-        if meta is not None:
-            if not isinstance(meta, dict):
-                raise InvalidResponseError(f"{where}: 'meta' is {_kind(meta)}, not an object")
-            total = _count_field(meta, "total", where)
-            pages = _count_field(meta, "pages", where)
-            if self.total is not None and total != self.total:
-                self.inconsistency = f"meta.total changed from {self.total} to {total}"
-            if self.expected_pages is not None and pages != self.expected_pages:
-                self.inconsistency = f"meta.pages changed from {self.expected_pages} to {pages}"
-            self.total, self.expected_pages = total, pages
-        links = data.get("links") or {}
-        pages_links = links.get("pages") if isinstance(links, dict) else None
-        next_url = pages_links.get("next") if isinstance(pages_links, dict) else None
-        if not isinstance(next_url, str) or not next_url:
-            return models, False, None
-        return models, True, _page_number(next_url)
-
-    def _count(self, models: list[Any]) -> None:
-        for model in models:
-            self.models += 1
-            uuid = model.get("uuid") if isinstance(model, dict) else None
-            if isinstance(uuid, str) and uuid:
-                if uuid in self.uuids:
-                    self.duplicates += 1
-                else:
-                    self.uuids.add(uuid)
-            else:
-                self.without_uuid += 1
 
 
 def _count_field(meta: dict[str, Any], name: str, where: str) -> int:

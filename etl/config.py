@@ -57,6 +57,7 @@ class Settings:
         connect_timeout: Seconds to open a connection.
         read_timeout: Seconds to wait for a response.
         dry_run: Fetch and compare, write nothing.
+        archive_dir: Where to archive each run's raw responses (None: nowhere).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -71,6 +72,7 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     dry_run: bool = False
+    archive_dir: str | None = None
 
     @property
     def filtered(self) -> bool:

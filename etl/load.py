@@ -16,7 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import schema
-from etl.transform import MAX_SHORT, FlatModel, canonical_json, changed_fields
+from etl.transform import (
+    MAX_SHORT,
+    FlatModel,
+    canonical_json,
+    changed_fields,
+    snapshot_digest,
+)
 
 log = logging.getLogger("etl.load")
 
@@ -98,20 +104,37 @@ class CatalogWriter:
         run_id: The run's ``sync_runs.id`` (None on a dry run).
         observed_at: When the run saw the catalog.
         dry_run: Count what would change, write nothing.
+        as_of: Start from the catalog as history says it was at this time, not from today's
+            tables: the state after :func:`rewind`, for a snapshot older than recorded runs.
     """
 
     def __init__(
-        self, conn: Connection, run_id: int | None, observed_at: datetime, dry_run: bool = False
+        self,
+        conn: Connection,
+        run_id: int | None,
+        observed_at: datetime,
+        dry_run: bool = False,
+        as_of: datetime | None = None,
     ) -> None:
         self.conn = conn
         self.run_id = run_id
         self.observed_at = observed_at
         self.dry_run = dry_run
+        self.rewound = as_of is not None
         self.counts = Counts()
         self.known: dict[str, tuple[str, bool]] = {}
         self.agreements: dict[str, tuple[Any, ...]] = {}
-        if sa.inspect(conn).has_table("models"):
+        self.seen: dict[str, str] = {}
+        if as_of is not None:
+            self._fetch_state_as_of(as_of)
+        elif sa.inspect(conn).has_table("models"):
             self._fetch_state()
+
+    def begin_run(self, run_id: int, observed_at: datetime) -> None:
+        """Moves on to the next run of a replay: its id, its time, fresh counts."""
+        self.run_id, self.observed_at = run_id, observed_at
+        self.counts = Counts()
+        self.seen = {}
 
     def _fetch_state(self) -> None:
         models = schema.models
@@ -123,22 +146,46 @@ class CatalogWriter:
         for row in self.conn.execute(sa.select(agreements)):
             self.agreements[row.uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
 
+    def _fetch_state_as_of(self, when: datetime) -> None:
+        history = schema.model_history
+        query = (
+            sa.select(history.c.model_uuid, history.c.content_hash, history.c.valid_to)
+            .where(history.c.valid_from <= when)
+            .order_by(history.c.valid_from, history.c.history_id)
+        )
+        for uuid, digest, valid_to in self.conn.execute(query):
+            self.known[uuid] = (digest, valid_to is not None and valid_to <= when)
+        agreements = schema.agreement_history
+        query = (
+            sa.select(agreements)
+            .where(agreements.c.valid_from <= when)
+            .order_by(agreements.c.valid_from, agreements.c.history_id)
+        )
+        for row in self.conn.execute(query):
+            self.agreements[row.agreement_uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
+
+    def snapshot_hash(self) -> str:
+        """A digest of every model this run saw and its content: equal runs, equal digests."""
+        return snapshot_digest(self.seen.items())
+
     def save_models(self, flats: Sequence[FlatModel]) -> None:
         """Saves one batch of flattened models: new and changed ones whole, others not at all.
 
         Every change also closes and opens ``model_history`` rows and records a
         ``model_changes`` event.
         """
+        new: list[FlatModel] = []
         write: list[FlatModel] = []
         opened: list[FlatModel] = []
         changed: list[str] = []
         revived: list[str] = []
         events: list[tuple[str, str]] = []
         for flat in {flat.uuid: flat for flat in flats}.values():
+            self.seen[flat.uuid] = flat.content_hash
             known = self.known.get(flat.uuid)
             if known is None:
                 self.counts.inserted += 1
-                write.append(flat)
+                new.append(flat)
                 events.append((flat.uuid, "added"))
             elif known[1]:
                 self.counts.restored += 1
@@ -161,10 +208,14 @@ class CatalogWriter:
         if self.dry_run:
             return
         self._save_agreements(flats)
-        previous = self._fetch_raw(changed)
-        self._save_model_rows(write)
-        self._replace_children(write, changed)
-        self._save_versions(write)
+        previous = self._fetch_previous(changed)
+        self._save_model_rows(new, first_seen=True)
+        self._save_model_rows(write, first_seen=False)
+        stale = list(changed)
+        if self.rewound:  # a "new" model may still hold rows from the run that first saw it later
+            stale += [flat.uuid for flat in new]
+        self._replace_children(new + write, stale)
+        self._save_versions(new + write)
         if revived:
             self._set_removed_at(revived, None)
         self._close_history(schema.model_history, schema.model_history.c.model_uuid, changed)
@@ -181,13 +232,17 @@ class CatalogWriter:
             ]
         )
 
-    def _fetch_raw(self, uuids: Sequence[str]) -> dict[str, Any]:
-        models = schema.models
+    def _fetch_previous(self, uuids: Sequence[str]) -> dict[str, Any]:
+        """The last recorded content of each model, from its newest history row."""
+        history = schema.model_history
         raw: dict[str, Any] = {}
         for part in chunks(uuids):
-            for uuid, value in self.conn.execute(
-                sa.select(models.c.uuid, models.c.raw).where(models.c.uuid.in_(part))
-            ):
+            query = (
+                sa.select(history.c.model_uuid, history.c.raw)
+                .where(history.c.model_uuid.in_(part))
+                .order_by(history.c.valid_from, history.c.history_id)
+            )
+            for uuid, value in self.conn.execute(query):
                 raw[uuid] = value
         return raw
 
@@ -250,7 +305,8 @@ class CatalogWriter:
 
     def _save_agreements(self, flats: Sequence[FlatModel]) -> None:
         rows: dict[str, dict[str, Any]] = {}
-        changed: list[str] = []
+        new: dict[str, None] = {}
+        changed: dict[str, None] = {}
         for flat in flats:
             agreement = flat.agreement
             if agreement is None:
@@ -258,15 +314,19 @@ class CatalogWriter:
             values = tuple(agreement[f] for f in _AGREEMENT_FIELDS)
             known = self.agreements.get(agreement["uuid"])
             if known != values:
-                if known is not None:
-                    changed.append(agreement["uuid"])
+                if known is None:
+                    new[agreement["uuid"]] = None
+                elif agreement["uuid"] not in new:
+                    changed[agreement["uuid"]] = None
                 self.agreements[agreement["uuid"]] = values
                 rows[agreement["uuid"]] = {**agreement, "first_seen_at": self.observed_at}
         if not rows:
             return
-        upsert(self.conn, schema.agreements, list(rows.values()), _AGREEMENT_FIELDS)
+        first_seen = (*_AGREEMENT_FIELDS, "first_seen_at")
+        upsert(self.conn, schema.agreements, [rows[uuid] for uuid in new], first_seen)
+        upsert(self.conn, schema.agreements, [rows[uuid] for uuid in changed], _AGREEMENT_FIELDS)
         history = schema.agreement_history
-        self._close_history(history, history.c.agreement_uuid, changed)
+        self._close_history(history, history.c.agreement_uuid, list(changed))
         self.conn.execute(
             history.insert(),
             [
@@ -282,7 +342,8 @@ class CatalogWriter:
             ],
         )
 
-    def _save_model_rows(self, flats: Sequence[FlatModel]) -> None:
+    def _save_model_rows(self, flats: Sequence[FlatModel], first_seen: bool) -> None:
+        """Upserts model rows; ``first_seen`` also resets first_seen_at (a model new to us)."""
         rows = [
             {
                 **flat.model,
@@ -292,7 +353,8 @@ class CatalogWriter:
             }
             for flat in flats
         ]
-        upsert(self.conn, schema.models, rows, _MODEL_UPDATE)
+        update = [*_MODEL_UPDATE, "first_seen_at"] if first_seen else _MODEL_UPDATE
+        upsert(self.conn, schema.models, rows, update)
 
     def _replace_children(self, flats: Sequence[FlatModel], changed: Sequence[str]) -> None:
         for table in schema.CHILD_TABLES:
@@ -342,12 +404,21 @@ def _json_text(value: Any) -> str | None:
     return canonical_json(value)
 
 
-def start_run(conn: Connection, *, mode: str, filters: dict[str, Any], started_at: datetime) -> int:
+def start_run(
+    conn: Connection,
+    *,
+    mode: str,
+    filters: dict[str, Any],
+    started_at: datetime,
+    observed_at: datetime | None = None,
+    source: str | None = None,
+) -> int:
     """Records a run as ``running`` and returns its id."""
     result = conn.execute(
         schema.sync_runs.insert().values(
             started_at=started_at,
-            observed_at=started_at,
+            observed_at=observed_at or started_at,
+            source=source,
             status="running",
             mode=mode,
             filters=filters or None,
@@ -373,3 +444,105 @@ def finish_run(conn: Connection, run_id: int, **values: Any) -> None:
     """Records a run's outcome: its status, finish time, counts and error."""
     runs = schema.sync_runs
     conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+
+
+@dataclass
+class Replay:
+    """A recorded run to apply again after a rewind: the models it saw, as history holds them.
+
+    Attributes:
+        run_id: The run.
+        observed_at: Its observation time.
+        members: (model uuid, history_id of the content it saw).
+        marks_removals: Whether it was a complete, unfiltered listing.
+    """
+
+    run_id: int
+    observed_at: datetime
+    members: list[tuple[str, int]]
+    marks_removals: bool
+
+
+def later_runs(conn: Connection, when: datetime) -> list[Any]:
+    """Succeeded runs observed after ``when``, oldest first."""
+    runs = schema.sync_runs
+    query = (
+        sa.select(runs.c.id, runs.c.observed_at, runs.c.complete, runs.c.filters)
+        .where(runs.c.status == "succeeded", runs.c.observed_at > when)
+        .order_by(runs.c.observed_at, runs.c.id)
+    )
+    return list(conn.execute(query))
+
+
+def plan_replays(
+    conn: Connection, runs: Sequence[Any], when: datetime
+) -> tuple[list[Replay], dict[int, Any]]:
+    """Reconstructs, from history, what each later run saw, before :func:`rewind` erases it.
+
+    A complete run saw exactly the models history holds at its time; a filtered or partial run
+    is known only by the contents it opened. Once a complete run is replayed the timeline is back
+    on its recorded course, so later runs that changed nothing need no replay.
+
+    Returns:
+        The replays in time order, and the raw content of every history row they name.
+    """
+    history, changes = schema.model_history, schema.model_changes
+    ids = [run.id for run in runs]
+    changed_runs: set[int] = set()
+    for part in chunks(ids):
+        query = sa.select(changes.c.run_id).where(changes.c.run_id.in_(part)).distinct()
+        changed_runs.update(conn.execute(query).scalars())
+    alive = sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when)
+    rows = list(
+        conn.execute(
+            sa.select(
+                history.c.history_id,
+                history.c.model_uuid,
+                history.c.valid_from,
+                history.c.valid_to,
+                history.c.opened_by_run,
+                history.c.raw,
+            ).where(alive)
+        )
+    )
+    contents = {row.history_id: row.raw for row in rows}
+    replays: list[Replay] = []
+    back_on_course = False
+    for run in runs:
+        if back_on_course and run.id not in changed_runs:
+            continue
+        marks = bool(run.complete) and not run.filters
+        t = run.observed_at
+        if marks:
+            members = [
+                (row.model_uuid, row.history_id)
+                for row in rows
+                if row.valid_from <= t and (row.valid_to is None or row.valid_to > t)
+            ]
+        else:
+            members = [
+                (row.model_uuid, row.history_id) for row in rows if row.opened_by_run == run.id
+            ]
+        replays.append(Replay(run.id, t, members, marks))
+        back_on_course = back_on_course or marks
+    return replays, contents
+
+
+def rewind(conn: Connection, when: datetime, run_ids: Sequence[int]) -> None:
+    """Erases what runs after ``when`` recorded, leaving history as it stood at ``when``.
+
+    The catalog tables themselves are left alone: the writer that follows starts from history
+    (``CatalogWriter(as_of=when)``) and rewrites every row the replayed runs touch.
+    """
+    for table in (schema.model_change_fields, schema.model_changes):
+        for part in chunks(run_ids):
+            conn.execute(sa.delete(table).where(table.c.run_id.in_(part)))
+    for table in (schema.model_history, schema.agreement_history):
+        conn.execute(sa.delete(table).where(table.c.valid_from > when))
+        conn.execute(
+            sa.update(table)
+            .where(table.c.valid_to > when)
+            .values(valid_to=None, closed_by_run=None)
+        )
+    versions = schema.model_versions
+    conn.execute(sa.delete(versions).where(versions.c.first_seen_at > when))

@@ -1,25 +1,44 @@
-"""One sync, end to end: list the API, flatten, load, and record the run."""
+"""Runs end to end: a sync (list the API, flatten, load) and a backfill (read archived
+snapshots, flatten, load), each recorded in ``sync_runs``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from etl import db
+from etl import db, schema
+from etl.archive import (
+    ArchiveWriter,
+    BadSnapshot,
+    Snapshot,
+    date_snapshot,
+    find_files,
+    read_snapshot,
+)
 from etl.client import Listing
 from etl.config import Settings
 from etl.errors import DatabaseError, EtlError, InvalidResponseError
 from etl.http import Fetcher, build_session
-from etl.load import CatalogWriter, Counts, finish_run, start_run
-from etl.transform import BadModel, FlatModel, flatten
+from etl.load import (
+    CatalogWriter,
+    Counts,
+    Replay,
+    finish_run,
+    later_runs,
+    plan_replays,
+    rewind,
+    start_run,
+)
+from etl.transform import BadModel, FlatModel, flatten, snapshot_digest
 
 log = logging.getLogger("etl")
 
@@ -94,6 +113,8 @@ def run_sync(
 ) -> SyncResult:
     """Lists the whole catalog and brings the database up to date, in one transaction.
 
+    The run's observation time is when its first page arrived.
+
     Args:
         settings: The run's configuration.
         sleep: How retries wait (default :func:`etl.http.sleep`).
@@ -132,11 +153,18 @@ def run_sync(
             public_only=settings.public_only,
             usecases=settings.usecases,
         )
+        archive = None
         try:
-            counts = _load(engine, settings, listing, run_id, started_at)
+            if settings.archive_dir:
+                archive = ArchiveWriter(settings.archive_dir, started_at, run_id)
+            counts = _load(engine, settings, listing, run_id, archive)
+            if archive is not None:
+                log.info("archived the run's responses in %s", archive.commit())
         except BaseException as exc:
+            if archive is not None:
+                archive.discard()
             if run_id is not None:
-                _record_failure(engine, run_id, exc, fetcher, listing)
+                _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
             raise
         return SyncResult(
             run_id=run_id,
@@ -159,13 +187,20 @@ def _load(
     settings: Settings,
     listing: Listing,
     run_id: int | None,
-    observed_at: datetime,
+    archive: ArchiveWriter | None,
 ) -> Counts:
     warnings = _Warnings()
     with _database_errors(engine), engine.begin() as conn:
-        writer = CatalogWriter(conn, run_id, observed_at, dry_run=settings.dry_run)
+        writer: CatalogWriter | None = None
         for page in listing:
+            if archive is not None:
+                archive.write(page.fetched)
+            if writer is None:
+                writer = CatalogWriter(
+                    conn, run_id, page.fetched.fetched_at, dry_run=settings.dry_run
+                )
             writer.save_models(flatten_page(page.models, warnings))
+        assert writer is not None, "a listing has at least one page"
         if listing.inconsistency or listing.duplicates:
             reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
             raise InvalidResponseError(
@@ -187,18 +222,177 @@ def _load(
                 run_id,
                 status="succeeded",
                 finished_at=datetime.now(UTC),
+                observed_at=writer.observed_at,
                 complete=listing.complete,
                 requests=listing.fetcher.requests,
                 retries=listing.fetcher.retries,
                 pages=listing.pages,
                 models_seen=len(listing.uuids),
+                snapshot_hash=writer.snapshot_hash(),
                 **asdict(writer.counts),
             )
     return writer.counts
 
 
+@dataclass
+class BackfillResult:
+    """What a backfill did, as printed by ``etl backfill``."""
+
+    dry_run: bool
+    files: int
+    loaded: int
+    skipped: int
+    partial: int
+    failed: list[str]
+    inserted: int
+    updated: int
+    removed: int
+    restored: int
+    warnings: int
+    duration_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _DryRun(Exception):
+    """Raised to roll back a dry run's transaction."""
+
+
+def run_backfill(
+    database_url: str,
+    paths: Sequence[str],
+    *,
+    as_of: datetime | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Iterable[Snapshot]], Iterable[Snapshot]] = lambda items: items,
+) -> BackfillResult:
+    """Loads archived snapshots as runs of mode ``backfill``, in time order.
+
+    Each snapshot goes through the same flatten, upsert and history code as a sync. One older
+    than runs already recorded is put in its place: history is rewound to its time and the
+    later runs are replayed (see :func:`etl.load.plan_replays`). A snapshot already loaded (same
+    time, same content) is skipped, so running a backfill twice changes nothing.
+
+    Args:
+        database_url: The catalog database.
+        paths: Files and folders to read.
+        as_of: Observation time for files that carry none of their own.
+        dry_run: Load everything in one transaction and roll it back.
+        progress: Wraps the snapshot iteration (a progress bar on a terminal).
+
+    Returns:
+        What was loaded; ``failed`` names each unreadable file and why.
+    """
+    started = time.monotonic()
+    snapshots = sorted(
+        (date_snapshot(path, as_of) for path in find_files(paths)),
+        key=lambda snap: (snap.observed_at, str(snap.path)),
+    )
+    result = BackfillResult(dry_run, len(snapshots), 0, 0, 0, [], 0, 0, 0, 0, 0, 0.0)
+    engine = db.create_engine(database_url)
+    try:
+        with _database_errors(engine):
+            db.ensure_schema(engine)
+            with engine.connect() as conn:
+                outer = conn.begin() if dry_run else None
+                for snapshot in progress(snapshots):
+                    _backfill_one(conn, snapshot, result, dry_run)
+                if outer is not None:
+                    outer.rollback()
+    finally:
+        engine.dispose()
+    result.duration_s = round(time.monotonic() - started, 3)
+    return result
+
+
+def _backfill_one(
+    conn: Connection, snapshot: Snapshot, result: BackfillResult, dry_run: bool
+) -> None:
+    try:
+        content = read_snapshot(snapshot.path)
+    except BadSnapshot as exc:
+        log.error("%s: %s; nothing loaded from it", snapshot.path, exc)
+        result.failed.append(f"{snapshot.path}: {exc}")
+        return
+    warnings = _Warnings()
+    flats = flatten_page(content.models, warnings)
+    when = snapshot.observed_at
+    with conn.begin() if not dry_run else contextlib.nullcontext():
+        runs = schema.sync_runs
+        digest = snapshot_digest((flat.uuid, flat.content_hash) for flat in flats)
+        done = conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.status == "succeeded",
+                runs.c.observed_at == when,
+                runs.c.snapshot_hash == digest,
+            )
+        ).first()
+        if done is not None:
+            log.info("%s: already loaded as run %d; skipped", snapshot.path, done.id)
+            result.skipped += 1
+            return
+        run_id = start_run(
+            conn,
+            mode="backfill",
+            filters={"archived": "filtered"} if content.filtered else {},
+            started_at=datetime.now(UTC),
+            observed_at=when,
+            source=str(snapshot.path),
+        )
+        later = later_runs(conn, when)
+        replays: list[Replay] = []
+        contents: dict[int, Any] = {}
+        if later:
+            replays, contents = plan_replays(conn, later, when)
+            rewind(conn, when, [run.id for run in later])
+        writer = CatalogWriter(conn, run_id, when, as_of=when if later else None)
+        writer.save_models(flats)
+        if content.marks_removals:
+            writer.mark_removed(content.tally.uuids)
+        else:
+            result.partial += 1
+            log.warning(
+                "%s: %s snapshot (%d models, meta.total %s); no model is marked removed",
+                snapshot.path,
+                "filtered" if content.filtered else "incomplete",
+                len(content.tally.uuids),
+                content.tally.total,
+            )
+        writer.counts.warnings = warnings.count
+        finish_run(
+            conn,
+            run_id,
+            status="succeeded",
+            finished_at=datetime.now(UTC),
+            complete=content.marks_removals,
+            pages=content.pages,
+            models_seen=len(content.tally.uuids),
+            snapshot_hash=digest,
+            **asdict(writer.counts),
+        )
+        for name in ("inserted", "updated", "removed", "restored", "warnings"):
+            setattr(result, name, getattr(result, name) + getattr(writer.counts, name))
+        result.loaded += 1
+        for replay in replays:
+            _replay(conn, writer, replay, contents)
+
+
+def _replay(
+    conn: Connection, writer: CatalogWriter, replay: Replay, contents: dict[int, Any]
+) -> None:
+    writer.begin_run(replay.run_id, replay.observed_at)
+    flats = flatten_page([contents[history_id] for _, history_id in replay.members], _Warnings())
+    writer.save_models(flats)
+    if replay.marks_removals:
+        writer.mark_removed({uuid for uuid, _ in replay.members})
+    counts = asdict(writer.counts)
+    del counts["warnings"]
+    finish_run(conn, replay.run_id, **counts)
+
+
 def _record_failure(
-    engine: Engine, run_id: int, exc: BaseException, fetcher: Fetcher, listing: Listing
+    engine: Engine, run_id: int, exc: BaseException, requests: int, retries: int
 ) -> None:
     status = "failed" if isinstance(exc, Exception) else "interrupted"
     error = str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}"
@@ -209,9 +403,8 @@ def _record_failure(
                 run_id,
                 status=status,
                 finished_at=datetime.now(UTC),
-                requests=fetcher.requests,
-                retries=fetcher.retries,
-                pages=listing.pages,
+                requests=requests,
+                retries=retries,
                 error=error[:2000],
             )
     except sa.exc.SQLAlchemyError as db_exc:

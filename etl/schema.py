@@ -94,7 +94,10 @@ sync_runs = sa.Table(
     sa.Column("restored", sa.Integer, nullable=False, default=0),
     sa.Column("warnings", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("snapshot_hash", HASH),
     sa.Index(None, "status", "finished_at"),
+    sa.Index(None, "observed_at"),
 )
 
 
@@ -193,6 +196,18 @@ model_change_fields = sa.Table(
     sa.Index(None, "path"),
 )
 """The fields of each ``changed`` event, one row per dotted path; values are JSON text."""
+
+model_usecases = sa.Table(
+    "model_usecases",
+    metadata,
+    sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), primary_key=True),
+    sa.Column("usecase", sa.String(64), primary_key=True),
+    sa.Column("first_seen_at", UTCDateTime, primary_key=True),
+    sa.Column("removed_at", UTCDateTime),
+    sa.Index(None, "usecase", "removed_at"),
+)
+"""Which usecase listings a model appears in: one row per stretch of membership; removed_at
+NULL while it lasts (``etl sync --with-usecases``)."""
 
 CONTENT_COLUMNS = tuple(c.name for c in _content_columns())
 

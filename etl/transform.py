@@ -391,3 +391,11 @@ def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) ->
             _diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key, result)
     elif old != new:
         result[prefix] = {"old": old, "new": new}
+
+
+def snapshot_digest(models: Iterable[tuple[str, str]]) -> str:
+    """A digest of a whole snapshot from its (uuid, content hash) pairs, in any order."""
+    digest = hashlib.sha256()
+    for uuid, content in sorted(models):
+        digest.update(f"{uuid}={content};".encode())
+    return digest.hexdigest()

@@ -1,0 +1,312 @@
+"""Raw snapshots on disk: writing each run's responses, and reading archived catalogs back.
+
+Archive layout (``etl sync --archive-dir DIR``)::
+
+    DIR/YYYY/MM/DD/YYYYMMDDTHHMMSSZ-run<ID>.jsonl.gz
+
+One gzip file per run, one JSON object per line and response, in the order fetched::
+
+    {"fetched_at": "2026-11-25T10:17:02.123456Z", "url": "https://.../v2/gen-ai/models?page=1&per_page=200",
+     "status": 200, "body": {"links": {...}, "meta": {...}, "models": [...]}}
+
+URLs carry no credentials (the token travels in a header and is never written). A file is
+written under a ``.partial`` name and renamed when the run succeeds; a failed run leaves none.
+
+Reading (``etl backfill``) accepts, plain or gzip: our archive files; a single API response
+(``{"links", "meta", "models"}``); a bare JSON array of models; JSON lines of archive records,
+API responses or models. Each file is one snapshot of the catalog.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from etl.client import Tally
+from etl.errors import ConfigError, InvalidResponseError
+from etl.http import Fetched
+from etl.times import format_instant
+
+log = logging.getLogger("etl.archive")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_NAME_TIME = re.compile(
+    r"(?P<date>\d{4}-?\d{2}-?\d{2})(?:[T_ -]?(?P<time>\d{2}[:-]?\d{2}(?:[:-]?\d{2})?))?"
+)
+_FILTERS = ("public_only", "usecases")
+
+
+class ArchiveWriter:
+    """Appends one run's responses to its gzip JSON-lines file.
+
+    Args:
+        directory: The archive's root.
+        started_at: The run's start, which names the file.
+        run_id: The run's id (None on a dry run).
+    """
+
+    def __init__(self, directory: str | Path, started_at: datetime, run_id: int | None) -> None:
+        day = started_at.astimezone(UTC)
+        folder = Path(directory) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create archive folder {folder}: {exc.strerror}") from None
+        run = f"-run{run_id}" if run_id is not None else "-dry-run"
+        self.path = folder / f"{day:%Y%m%dT%H%M%SZ}{run}.jsonl.gz"
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        # Open for the whole run; commit() or discard() closes it.
+        self._file: gzip.GzipFile | None = gzip.open(self.partial, "wb", compresslevel=6)  # noqa: SIM115
+
+    def write(self, fetched: Fetched) -> None:
+        """Appends one response."""
+        record = {
+            "fetched_at": format_instant_precise(fetched.fetched_at),
+            "url": fetched.url,
+            "status": fetched.status,
+            "body": fetched.payload,
+        }
+        assert self._file is not None
+        self._file.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+
+    def commit(self) -> Path:
+        """Closes the file under its final name."""
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Closes and deletes the file of a run that failed."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.partial.unlink(missing_ok=True)
+
+
+def format_instant_precise(value: datetime) -> str:
+    """ISO 8601 UTC with microseconds and ``Z``."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Snapshot:
+    """One archived catalog, located and dated but not yet read.
+
+    Attributes:
+        path: The file.
+        observed_at: When the catalog was observed.
+        dated_by: ``archive``, ``as-of``, ``file name`` or ``mtime``.
+    """
+
+    path: Path
+    observed_at: datetime
+    dated_by: str
+
+
+@dataclass
+class SnapshotContent:
+    """A snapshot's models and what is known of its completeness."""
+
+    models: list[Any]
+    tally: Tally
+    filtered: bool = False
+    pages: int = 0
+    known_complete: bool = field(default=False)
+
+    @property
+    def marks_removals(self) -> bool:
+        """Whether this snapshot may mark models missing from it removed."""
+        return self.known_complete and not self.filtered
+
+
+class BadSnapshot(Exception):
+    """A file that is not a snapshot; the message says why, in a few words."""
+
+
+def find_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Every file named, and every file under each folder named (hidden files skipped)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ConfigError(f"no such file or folder: {path}")
+    return found
+
+
+def _open_text(path: Path) -> Iterator[str]:
+    with path.open("rb") as raw:
+        magic = raw.read(2)
+    opener = gzip.open if magic == _GZIP_MAGIC else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        yield from handle
+
+
+def date_snapshot(path: Path, as_of: datetime | None) -> Snapshot:
+    """Finds when a file's snapshot was observed.
+
+    The archive record's ``fetched_at``, else ``as_of``, else a timestamp in the file name
+    (ISO 8601 or ``YYYYMMDD[THHMMSS]``, UTC), else the file's mtime (with a warning).
+    """
+    fetched_at = _first_fetched_at(path)
+    if fetched_at is not None:
+        return Snapshot(path, fetched_at, "archive")
+    if as_of is not None:
+        return Snapshot(path, as_of, "as-of")
+    named = time_from_name(path.name)
+    if named is not None:
+        return Snapshot(path, named, "file name")
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    log.warning("%s: no time in the file or its name; using its mtime %s", path, mtime)
+    return Snapshot(path, mtime, "mtime")
+
+
+def _first_fetched_at(path: Path) -> datetime | None:
+    try:
+        for line in _open_text(path):
+            line = line.strip()
+            if not line:
+                continue
+            if not line.startswith('{"fetched_at"'):
+                return None
+            record = json.loads(line)
+            return _parse_time(record.get("fetched_at"))
+    except (OSError, UnicodeDecodeError, ValueError, EOFError, gzip.BadGzipFile):
+        return None
+    return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def time_from_name(name: str) -> datetime | None:
+    """A UTC timestamp in a file name: ``2026-03-03``, ``20260303T101500``, ``2026-03-03T10:15``."""
+    for match in _NAME_TIME.finditer(name):
+        digits = match.group("date").replace("-", "")
+        clock = re.sub(r"\D", "", match.group("time") or "").ljust(6, "0")
+        try:
+            return datetime.strptime(digits + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def read_snapshot(path: Path) -> SnapshotContent:
+    """Reads a snapshot file whole.
+
+    Raises:
+        BadSnapshot: Unreadable, not JSON, empty, or not of a shape listed in this module's doc.
+    """
+    try:
+        text = "".join(_open_text(path))
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise BadSnapshot(f"cannot read it ({exc})") from None
+    except UnicodeDecodeError:
+        raise BadSnapshot("not UTF-8 text") from None
+    if not text.strip():
+        raise BadSnapshot("empty")
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+        items = _json_lines(text)
+    else:
+        items = [whole]
+    if isinstance(whole, list):
+        return _from_models(whole)
+    return _from_items(items)
+
+
+def _json_lines(text: str) -> list[Any]:
+    items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                raise BadSnapshot(f"invalid JSON on line {number}") from None
+    return items
+
+
+def _from_models(models: list[Any]) -> SnapshotContent:
+    tally = Tally()
+    tally.read({"models": models}, "models", 1)
+    if not models:
+        raise BadSnapshot("an empty list of models")
+    # A bare list says nothing of the catalog's size: it is taken as the whole catalog.
+    return SnapshotContent(models, tally, pages=1, known_complete=tally.duplicates == 0)
+
+
+def _from_items(items: list[Any]) -> SnapshotContent:
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise BadSnapshot("wrong shape: expected API responses, archive records or models")
+    if all("body" in item and "fetched_at" in item for item in items):
+        pages: list[tuple[int, Any]] = []
+        filtered_pages: list[tuple[int, Any]] = []
+        for item in items:
+            if item.get("status", 200) != 200:
+                continue
+            query = parse_qs(urlsplit(str(item.get("url", ""))).query)
+            (filtered_pages if any(k in query for k in _FILTERS) else pages).append(
+                (int((query.get("page") or ["0"])[0] or 0), item["body"])
+            )
+        return _from_pages(pages or filtered_pages, filtered=not pages)
+    if all("models" in item or "meta" in item for item in items):
+        numbered = []
+        for index, item in enumerate(items, 1):
+            meta = item.get("meta")
+            page = meta.get("page") if isinstance(meta, dict) else None
+            numbered.append((page if isinstance(page, int) and page > 0 else index, item))
+        return _from_pages(numbered, filtered=False)
+    if all("uuid" in item for item in items):
+        return _from_models(items)
+    raise BadSnapshot("wrong shape: expected API responses, archive records or models")
+
+
+def _from_pages(pages: list[tuple[int, Any]], filtered: bool) -> SnapshotContent:
+    tally = Tally()
+    models: list[Any] = []
+    for index, (number, body) in enumerate(pages, 1):
+        try:
+            page_models, _, _ = tally.read(body, f"page {number or index}", number or index)
+        except InvalidResponseError as exc:
+            raise BadSnapshot(str(exc)) from None
+        models.extend(page_models)
+    if tally.models == 0 and tally.total is None:
+        raise BadSnapshot("no models in it")
+    return SnapshotContent(
+        models, tally, filtered=filtered, pages=len(pages), known_complete=tally.complete
+    )
+
+
+def describe(snapshot: Snapshot) -> str:
+    """One line naming a snapshot and its time."""
+    return f"{snapshot.path} ({format_instant(snapshot.observed_at)}, from {snapshot.dated_by})"

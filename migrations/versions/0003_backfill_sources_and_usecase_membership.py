@@ -1,0 +1,57 @@
+"""backfill sources and usecase membership
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-25 01:05:53.894795
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import etl.schema
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "model_usecases",
+        sa.Column("model_uuid", sa.String(length=64), nullable=False),
+        sa.Column("usecase", sa.String(length=64), nullable=False),
+        sa.Column("first_seen_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", etl.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["model_uuid"], ["models.uuid"], name=op.f("fk_model_usecases_model_uuid_models")
+        ),
+        sa.PrimaryKeyConstraint(
+            "model_uuid", "usecase", "first_seen_at", name=op.f("pk_model_usecases")
+        ),
+    )
+    with op.batch_alter_table("model_usecases", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_model_usecases_usecase_removed_at"),
+            ["usecase", "removed_at"],
+            unique=False,
+        )
+
+    with op.batch_alter_table("sync_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("source", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("snapshot_hash", sa.String(length=64), nullable=True))
+        batch_op.create_index(batch_op.f("ix_sync_runs_observed_at"), ["observed_at"], unique=False)
+
+
+def downgrade() -> None:
+    # Plain ALTERs, not batch mode: SQLite (3.35+) drops columns in place, whereas recreating
+    # sync_runs would break the views that read it.
+    op.drop_index(op.f("ix_sync_runs_observed_at"), table_name="sync_runs")
+    op.drop_column("sync_runs", "snapshot_hash")
+    op.drop_column("sync_runs", "source")
+
+    op.drop_table("model_usecases")
