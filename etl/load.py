@@ -125,6 +125,8 @@ class CatalogWriter:
         self.known: dict[str, tuple[str, bool]] = {}
         self.agreements: dict[str, tuple[Any, ...]] = {}
         self.seen: dict[str, str] = {}
+        self.agreements_seen: dict[str, tuple[Any, ...]] = {}
+        self.agreements_placed: set[str] = set()
         if as_of is not None:
             self._fetch_state_as_of(as_of)
         elif sa.inspect(conn).has_table("models"):
@@ -304,29 +306,53 @@ class CatalogWriter:
             )
 
     def _save_agreements(self, flats: Sequence[FlatModel]) -> None:
-        rows: dict[str, dict[str, Any]] = {}
-        new: dict[str, None] = {}
-        changed: dict[str, None] = {}
+        """Notes each agreement's content, and makes sure a new one has a row for models to
+        reference; what changed is decided once per run, in :meth:`end_run`."""
+        placeholders = {}
         for flat in flats:
             agreement = flat.agreement
             if agreement is None:
                 continue
+            uuid = agreement["uuid"]
             values = tuple(agreement[f] for f in _AGREEMENT_FIELDS)
-            known = self.agreements.get(agreement["uuid"])
-            if known != values:
-                if known is None:
-                    new[agreement["uuid"]] = None
-                elif agreement["uuid"] not in new:
-                    changed[agreement["uuid"]] = None
-                self.agreements[agreement["uuid"]] = values
-                rows[agreement["uuid"]] = {**agreement, "first_seen_at": self.observed_at}
-        if not rows:
-            return
+            chosen = self.agreements_seen.get(uuid)
+            if chosen is None or _agreement_order(values) > _agreement_order(chosen):
+                self.agreements_seen[uuid] = values
+            if uuid not in self.agreements and uuid not in self.agreements_placed:
+                self.agreements_placed.add(uuid)
+                placeholders[uuid] = {**agreement, "first_seen_at": self.observed_at}
         first_seen = (*_AGREEMENT_FIELDS, "first_seen_at")
-        upsert(self.conn, schema.agreements, [rows[uuid] for uuid in new], first_seen)
-        upsert(self.conn, schema.agreements, [rows[uuid] for uuid in changed], _AGREEMENT_FIELDS)
+        upsert(self.conn, schema.agreements, list(placeholders.values()), first_seen)
+
+    def end_run(self) -> None:
+        """Records the run's agreements: their rows and history, where their content changed.
+
+        When models within one run disagree about an agreement, the run keeps the greatest
+        content (compared as name, description, url), so the outcome does not depend on the
+        order in which models arrived.
+        """
+        seen, self.agreements_seen = self.agreements_seen, {}
+        self.agreements_placed = set()
+        rows: dict[str, dict[str, Any]] = {}
+        new: list[str] = []
+        changed: list[str] = []
+        for uuid, values in seen.items():
+            known = self.agreements.get(uuid)
+            if known == values:
+                continue
+            (new if known is None else changed).append(uuid)
+            self.agreements[uuid] = values
+            rows[uuid] = {"uuid": uuid, **dict(zip(_AGREEMENT_FIELDS, values, strict=True))}
+        if not rows or self.dry_run:
+            return
+        stamp = {"first_seen_at": self.observed_at}
+        first_seen = (*_AGREEMENT_FIELDS, "first_seen_at")
+        upsert(self.conn, schema.agreements, [{**rows[u], **stamp} for u in new], first_seen)
+        upsert(
+            self.conn, schema.agreements, [{**rows[u], **stamp} for u in changed], _AGREEMENT_FIELDS
+        )
         history = schema.agreement_history
-        self._close_history(history, history.c.agreement_uuid, list(changed))
+        self._close_history(history, history.c.agreement_uuid, changed)
         self.conn.execute(
             history.insert(),
             [
@@ -395,6 +421,10 @@ class CatalogWriter:
             self._set_removed_at(gone, self.observed_at)
             self._close_history(schema.model_history, schema.model_history.c.model_uuid, gone)
             self._save_changes([(uuid, "removed", None) for uuid in gone])
+
+
+def _agreement_order(values: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(value or "" for value in values)
 
 
 def _json_text(value: Any) -> str | None:

@@ -215,6 +215,7 @@ def _load(
                 len(listing.uuids),
                 listing.total,
             )
+        writer.end_run()
         writer.counts.warnings = warnings.count
         if run_id is not None:
             finish_run(
@@ -359,6 +360,7 @@ def _backfill_one(
                 len(content.tally.uuids),
                 content.tally.total,
             )
+        writer.end_run()
         writer.counts.warnings = warnings.count
         finish_run(
             conn,
@@ -386,6 +388,7 @@ def _replay(
     writer.save_models(flats)
     if replay.marks_removals:
         writer.mark_removed({uuid for uuid, _ in replay.members})
+    writer.end_run()
     counts = asdict(writer.counts)
     del counts["warnings"]
     finish_run(conn, replay.run_id, **counts)

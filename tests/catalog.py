@@ -331,6 +331,42 @@ def make_catalog(n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     return [make_model(i, seed=seed) for i in range(n)]
 
 
+def evolve(n: int, steps: int, *, seed: int = 0) -> list[list[dict[str, Any]]]:
+    """A catalog over ``steps`` observations, changing between them as the real one does.
+
+    Between consecutive catalogs, deterministically: a model is renamed, one gets a version
+    bump, one a price change, one is deprecated, one new model is added, one present model is
+    removed, one removed model comes back, and every few steps an agreement is renamed.
+    """
+    rng = random.Random(seed)
+    pool = make_catalog(n + steps, seed=seed)
+    current = [dict(m) for m in pool[:n]]
+    removed: list[dict[str, Any]] = []
+    catalogs = [[dict(m) for m in current]]
+    for step in range(1, steps):
+        current[rng.randrange(len(current))]["name"] = f"Renamed {step}"
+        bumped = current[rng.randrange(len(current))]
+        version = dict(bumped.get("version", {}))
+        version["minor"] = version.get("minor", 0) + 1
+        bumped["version"] = version
+        priced = current[rng.randrange(len(current))]
+        priced["pricing"] = {**priced.get("pricing", {}), "output_price_per_million": 1.0 + step}
+        current[rng.randrange(len(current))]["lifecycle_status"] = "deprecated"
+        if step % 2 == 0:
+            owner = current[rng.randrange(len(current))]
+            if "agreement" in owner:
+                renamed = {**owner["agreement"], "name": f"Licence rev {step}"}
+                for model in current:
+                    if model.get("agreement", {}).get("uuid") == renamed["uuid"]:
+                        model["agreement"] = renamed
+        if removed:
+            current.append(removed.pop(0))
+        removed.append(current.pop(rng.randrange(len(current))))
+        current.append(dict(pool[n + step]))
+        catalogs.append([dict(m) for m in current])
+    return catalogs
+
+
 def usecases_for(model: dict[str, Any]) -> list[str]:
     """The usecases the fake API lists ``model`` under: 1 to 3 values of ``apiModelUsecase``.
 
