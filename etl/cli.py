@@ -120,6 +120,12 @@ def json_option(func: F) -> F:
     type=click.Path(file_okay=False),
     help="Also write the run's raw responses here (one gzip JSON-lines file per run).",
 )
+@click.option(
+    "--with-usecases",
+    is_flag=True,
+    help="Also list the catalog once per usecase and record model_usecases "
+    "(one more paged listing per usecase value).",
+)
 @click.option("--dry-run", is_flag=True, help="Fetch and report what would change; write nothing.")
 @json_option
 @click.pass_obj
@@ -133,6 +139,7 @@ def sync(
     max_retries: int,
     max_wait: float,
     archive_dir: str | None,
+    with_usecases: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -153,6 +160,7 @@ def sync(
         max_wait=max_wait,
         dry_run=dry_run,
         archive_dir=archive_dir,
+        with_usecases=with_usecases,
     )
     result = run_sync(settings)
     if as_json:

@@ -58,6 +58,7 @@ class Settings:
         read_timeout: Seconds to wait for a response.
         dry_run: Fetch and compare, write nothing.
         archive_dir: Where to archive each run's raw responses (None: nowhere).
+        with_usecases: Also list the catalog once per usecase and record memberships.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -73,6 +74,7 @@ class Settings:
     read_timeout: float = 60.0
     dry_run: bool = False
     archive_dir: str | None = None
+    with_usecases: bool = False
 
     @property
     def filtered(self) -> bool:

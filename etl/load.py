@@ -576,3 +576,43 @@ def rewind(conn: Connection, when: datetime, run_ids: Sequence[int]) -> None:
         )
     versions = schema.model_versions
     conn.execute(sa.delete(versions).where(versions.c.first_seen_at > when))
+
+
+def save_usecase_members(
+    conn: Connection, usecase: str, members: set[str], observed_at: datetime, complete: bool
+) -> tuple[int, int]:
+    """Records which models one usecase listing held: opens new memberships and, when the
+    listing was complete, ends those it no longer holds.
+
+    Returns:
+        (memberships opened, memberships ended).
+    """
+    table = schema.model_usecases
+    open_now = set(
+        conn.execute(
+            sa.select(table.c.model_uuid).where(
+                table.c.usecase == usecase, table.c.removed_at.is_(None)
+            )
+        ).scalars()
+    )
+    joined = sorted(members - open_now)
+    if joined:
+        conn.execute(
+            table.insert(),
+            [
+                {"model_uuid": uuid, "usecase": usecase, "first_seen_at": observed_at}
+                for uuid in joined
+            ],
+        )
+    left = sorted(open_now - members) if complete else []
+    for part in chunks(left):
+        conn.execute(
+            sa.update(table)
+            .where(
+                table.c.usecase == usecase,
+                table.c.model_uuid.in_(part),
+                table.c.removed_at.is_(None),
+            )
+            .values(removed_at=observed_at)
+        )
+    return len(joined), len(left)

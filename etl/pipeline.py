@@ -25,7 +25,7 @@ from etl.archive import (
     read_snapshot,
 )
 from etl.client import Listing
-from etl.config import Settings
+from etl.config import USECASES, Settings
 from etl.errors import DatabaseError, EtlError, InvalidResponseError
 from etl.http import Fetcher, build_session
 from etl.load import (
@@ -36,6 +36,7 @@ from etl.load import (
     later_runs,
     plan_replays,
     rewind,
+    save_usecase_members,
     start_run,
 )
 from etl.transform import BadModel, FlatModel, flatten, snapshot_digest
@@ -216,6 +217,8 @@ def _load(
                 listing.total,
             )
         writer.end_run()
+        if settings.with_usecases and not settings.dry_run:
+            _save_usecases(conn, listing, settings, writer.observed_at, archive)
         writer.counts.warnings = warnings.count
         if run_id is not None:
             finish_run(
@@ -233,6 +236,41 @@ def _load(
                 **asdict(writer.counts),
             )
     return writer.counts
+
+
+def _save_usecases(
+    conn: Connection,
+    listing: Listing,
+    settings: Settings,
+    observed_at: datetime,
+    archive: ArchiveWriter | None,
+) -> None:
+    """Lists the catalog once per usecase and records each model's memberships."""
+    known = listing.uuids
+    for usecase in USECASES:
+        members = Listing(
+            listing.fetcher,
+            settings.api_url,
+            settings.per_page,
+            public_only=settings.public_only,
+            usecases=(usecase,),
+        )
+        seen: set[str] = set()
+        for page in members:
+            if archive is not None:
+                archive.write(page.fetched)
+            seen.update(
+                m["uuid"] for m in page.models if isinstance(m, dict) and m.get("uuid") in known
+            )
+        if members.uuids - known:
+            log.warning(
+                "%d models listed for %s were not in the catalog listing; ignored",
+                len(members.uuids - known),
+                usecase,
+            )
+        complete = members.complete and not settings.public_only
+        joined, left = save_usecase_members(conn, usecase, seen, observed_at, complete)
+        log.info("usecase %s: %d models, %d joined, %d left", usecase, len(seen), joined, left)
 
 
 @dataclass

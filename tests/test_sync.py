@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from etl.config import USECASES
 from tests.catalog import make_catalog
 from tests.conftest import TOKEN, table_rows
 from tests.fakeapi import FakeApi, Fault
@@ -181,3 +182,38 @@ def test_refused_token_exits_3_without_showing_it(run_etl: Any, db_url: str, api
     assert result.exit_code == 3
     assert "refused the token" in result.stderr
     assert TOKEN not in result.output + result.stderr
+
+
+def test_with_usecases_records_membership_and_its_history(
+    run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engine
+) -> None:
+    from tests.catalog import usecases_for
+
+    result = _sync(run_etl, db_url, api, "--with-usecases")
+    assert result.exit_code == 0, result.output
+    expected = {(m["uuid"], u) for m in api.models for u in usecases_for(m)}
+    rows = table_rows(engine, "model_usecases")
+    assert {(r["model_uuid"], r["usecase"]) for r in rows} == expected
+    assert all(r["removed_at"] is None for r in rows)
+    usecase_requests = [r for r in api.requests if "usecases" in r.query]
+    assert {r.query["usecases"][0] for r in usecase_requests} == set(USECASES)
+
+    moved = api.models[0]["uuid"]
+    old = set(usecases_for(api.models[0]))
+    membership = {m["uuid"]: usecases_for(m) for m in api.models}
+    membership[moved] = ["MODEL_USECASE_GUARDRAIL"]
+    api.usecases = membership
+    assert _sync(run_etl, db_url, api, "--with-usecases").exit_code == 0
+    rows = [r for r in table_rows(engine, "model_usecases") if r["model_uuid"] == moved]
+    still = {r["usecase"] for r in rows if r["removed_at"] is None}
+    assert still == {"MODEL_USECASE_GUARDRAIL"}
+    ended = {r["usecase"] for r in rows if r["removed_at"] is not None}
+    assert ended == old - {"MODEL_USECASE_GUARDRAIL"}
+    with engine.connect() as conn:
+        guardrails = conn.execute(
+            sa.text(
+                "SELECT model_uuid, first_seen_at FROM model_usecases "
+                "WHERE usecase = 'MODEL_USECASE_GUARDRAIL' AND removed_at IS NULL"
+            )
+        ).all()
+    assert moved in {g.model_uuid for g in guardrails}
