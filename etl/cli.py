@@ -20,7 +20,7 @@ import click
 
 from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
-from etl.errors import ConfigError, DatabaseError, EtlError, InvalidResponseError
+from etl.errors import ConfigError, DatabaseError, EtlError, Interrupted, InvalidResponseError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -49,8 +49,11 @@ class EtlGroup(click.Group):
             click.echo(f"etl: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("etl: interrupted", err=True)
+            click.echo("etl: interrupted (SIGINT); the run was rolled back", err=True)
             ctx.exit(130)
+        except Interrupted as exc:
+            click.echo(f"etl: {exc}; the run was rolled back", err=True)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(
@@ -114,6 +117,14 @@ def json_option(func: F) -> F:
     help="Longest rate-limit wait in seconds; a longer one fails the run (exit 4).",
 )
 @click.option(
+    "--max-response-mb",
+    envvar="ETL_MAX_RESPONSE_MB",
+    show_envvar=True,
+    type=click.FloatRange(min=0.001),
+    default=50.0,
+    help="Refuse a response body larger than this (exit 5).",
+)
+@click.option(
     "--archive-dir",
     envvar="ETL_ARCHIVE_DIR",
     show_envvar=True,
@@ -138,6 +149,7 @@ def sync(
     usecases: tuple[str, ...],
     max_retries: int,
     max_wait: float,
+    max_response_mb: float,
     archive_dir: str | None,
     with_usecases: bool,
     dry_run: bool,
@@ -161,6 +173,7 @@ def sync(
         dry_run=dry_run,
         archive_dir=archive_dir,
         with_usecases=with_usecases,
+        max_response_bytes=int(max_response_mb * 1024 * 1024),
     )
     result = run_sync(settings)
     if as_json:

@@ -59,6 +59,8 @@ class Settings:
         dry_run: Fetch and compare, write nothing.
         archive_dir: Where to archive each run's raw responses (None: nowhere).
         with_usecases: Also list the catalog once per usecase and record memberships.
+        list_attempts: Listings tried when the catalog moves while we page.
+        max_response_bytes: Largest response body accepted.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -75,6 +77,8 @@ class Settings:
     dry_run: bool = False
     archive_dir: str | None = None
     with_usecases: bool = False
+    list_attempts: int = 3
+    max_response_bytes: int = 50 * 1024 * 1024
 
     @property
     def filtered(self) -> bool:

@@ -33,6 +33,10 @@ class InvalidResponseError(EtlError):
     exit_code = 5
 
 
+class CatalogShiftedError(InvalidResponseError):
+    """The catalog moved while we paged: a model on two pages, or totals that disagree."""
+
+
 class DatabaseError(EtlError):
     """The database is unreachable, behind its migrations, or refused a write (exit 6)."""
 
@@ -43,3 +47,10 @@ class LockHeldError(EtlError):
     """Another sync holds the database's run lock (exit 7)."""
 
     exit_code = 7
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived: the run rolls back and exits 143. (A BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` swallows it.)"""
+
+    exit_code = 143

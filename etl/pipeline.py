@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ from etl.archive import (
 )
 from etl.client import Listing
 from etl.config import USECASES, Settings
-from etl.errors import DatabaseError, EtlError, InvalidResponseError
+from etl.errors import CatalogShiftedError, DatabaseError, EtlError, Interrupted
 from etl.http import Fetcher, build_session
 from etl.load import (
     CatalogWriter,
@@ -39,6 +41,7 @@ from etl.load import (
     save_usecase_members,
     start_run,
 )
+from etl.lock import mark_abandoned, run_lock
 from etl.transform import BadModel, FlatModel, flatten, snapshot_digest
 
 log = logging.getLogger("etl")
@@ -114,7 +117,9 @@ def run_sync(
 ) -> SyncResult:
     """Lists the whole catalog and brings the database up to date, in one transaction.
 
-    The run's observation time is when its first page arrived.
+    The run's observation time is when its first page arrived. A listing in which the catalog
+    moved while we paged (a model twice, totals that disagree) is rolled back and listed again
+    from page 1, up to ``settings.list_attempts`` times.
 
     Args:
         settings: The run's configuration.
@@ -125,48 +130,38 @@ def run_sync(
 
     Raises:
         EtlError: The run failed; the catalog is as it was before and the run is recorded failed.
+        Interrupted: SIGTERM; the run is rolled back and recorded ``interrupted``.
+        KeyboardInterrupt: SIGINT; likewise.
     """
     started = time.monotonic()
     started_at = datetime.now(UTC)
     engine = db.create_engine(settings.database_url)
+    fetcher = Fetcher(
+        build_session(settings.token),
+        max_retries=settings.max_retries,
+        max_wait=settings.max_wait,
+        deadline=settings.deadline,
+        timeout=(settings.connect_timeout, settings.read_timeout),
+        max_body=settings.max_response_bytes,
+        sleep=sleep,
+    )
     try:
-        with _database_errors(engine):
-            if not settings.dry_run:
-                db.ensure_schema(engine)
+        with _signals_as_exceptions(), _writer_lock(engine, settings.dry_run):
             run_id = None
             if not settings.dry_run:
-                with engine.begin() as conn:
-                    run_id = start_run(
-                        conn, mode="sync", filters=settings.filters(), started_at=started_at
-                    )
-        fetcher = Fetcher(
-            build_session(settings.token),
-            max_retries=settings.max_retries,
-            max_wait=settings.max_wait,
-            deadline=settings.deadline,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-            sleep=sleep,
-        )
-        listing = Listing(
-            fetcher,
-            settings.api_url,
-            settings.per_page,
-            public_only=settings.public_only,
-            usecases=settings.usecases,
-        )
-        archive = None
-        try:
-            if settings.archive_dir:
-                archive = ArchiveWriter(settings.archive_dir, started_at, run_id)
-            counts = _load(engine, settings, listing, run_id, archive)
-            if archive is not None:
-                log.info("archived the run's responses in %s", archive.commit())
-        except BaseException as exc:
-            if archive is not None:
-                archive.discard()
-            if run_id is not None:
-                _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
-            raise
+                with _database_errors(engine):
+                    db.ensure_schema(engine)
+                    with engine.begin() as conn:
+                        _abandon_dead_runs(conn)
+                        run_id = start_run(
+                            conn, mode="sync", filters=settings.filters(), started_at=started_at
+                        )
+            try:
+                listing, counts = _list_and_load(engine, settings, fetcher, run_id, started_at)
+            except BaseException as exc:
+                if run_id is not None:
+                    _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
+                raise
         return SyncResult(
             run_id=run_id,
             status="succeeded",
@@ -181,6 +176,78 @@ def run_sync(
         )
     finally:
         engine.dispose()
+
+
+def _list_and_load(
+    engine: Engine,
+    settings: Settings,
+    fetcher: Fetcher,
+    run_id: int | None,
+    started_at: datetime,
+) -> tuple[Listing, Counts]:
+    for attempt in range(1, settings.list_attempts + 1):
+        listing = Listing(
+            fetcher,
+            settings.api_url,
+            settings.per_page,
+            public_only=settings.public_only,
+            usecases=settings.usecases,
+        )
+        archive = (
+            ArchiveWriter(settings.archive_dir, started_at, run_id)
+            if settings.archive_dir
+            else None
+        )
+        try:
+            counts = _load(engine, settings, listing, run_id, archive)
+        except BaseException as exc:
+            if archive is not None:
+                archive.discard()
+            if not isinstance(exc, CatalogShiftedError):
+                raise
+            if attempt == settings.list_attempts:
+                raise CatalogShiftedError(
+                    f"{exc} in each of {attempt} listings; nothing was written, run again later"
+                ) from None
+            log.warning("%s; listing again from page 1 (attempt %d)", exc, attempt + 1)
+            continue
+        if archive is not None:
+            log.info("archived the run's responses in %s", archive.commit())
+        return listing, counts
+    raise AssertionError("unreachable: list_attempts >= 1")
+
+
+@contextmanager
+def _writer_lock(engine: Engine, dry_run: bool) -> Iterator[None]:
+    """The database's run lock, for runs that write (a dry run takes none)."""
+    if dry_run:
+        yield
+        return
+    with _database_errors(engine), run_lock(engine):
+        yield
+
+
+def _abandon_dead_runs(conn: Connection) -> None:
+    abandoned = mark_abandoned(conn)
+    if abandoned:
+        log.warning("marked %d run(s) left 'running' by a killed process as abandoned", abandoned)
+
+
+@contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    """Turns SIGTERM into :class:`Interrupted` so the run rolls back and records itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Interrupted("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _load(
@@ -204,9 +271,7 @@ def _load(
         assert writer is not None, "a listing has at least one page"
         if listing.inconsistency or listing.duplicates:
             reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
-            raise InvalidResponseError(
-                f"the catalog changed while paging ({reason}); nothing was written, run again"
-            )
+            raise CatalogShiftedError(f"the catalog changed while paging ({reason})")
         if listing.complete and not settings.filtered:
             writer.mark_removed(listing.uuids)
         elif not settings.filtered:
@@ -331,9 +396,12 @@ def run_backfill(
     result = BackfillResult(dry_run, len(snapshots), 0, 0, 0, [], 0, 0, 0, 0, 0, 0.0)
     engine = db.create_engine(database_url)
     try:
-        with _database_errors(engine):
+        with _signals_as_exceptions(), _writer_lock(engine, dry_run), _database_errors(engine):
             db.ensure_schema(engine)
             with engine.connect() as conn:
+                if not dry_run:
+                    with conn.begin():
+                        _abandon_dead_runs(conn)
                 outer = conn.begin() if dry_run else None
                 for snapshot in progress(snapshots):
                     _backfill_one(conn, snapshot, result, dry_run)
@@ -435,7 +503,7 @@ def _replay(
 def _record_failure(
     engine: Engine, run_id: int, exc: BaseException, requests: int, retries: int
 ) -> None:
-    status = "failed" if isinstance(exc, Exception) else "interrupted"
+    status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
     error = str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}"
     try:
         with engine.begin() as conn:
