@@ -359,10 +359,6 @@ class BackfillResult:
         return asdict(self)
 
 
-class _DryRun(Exception):
-    """Raised to roll back a dry run's transaction."""
-
-
 def run_backfill(
     database_url: str,
     paths: Sequence[str],
