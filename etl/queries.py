@@ -134,8 +134,20 @@ def list_changes(
 
 
 def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
-    """The catalog as it was at ``when``: one row per model present then."""
-    history = schema.model_history
+    """The catalog as it was at ``when``: one row per model present then.
+
+    Rather than scanning every interval that started before ``when``, it finds each model's
+    newest row started by then through the (model_uuid, valid_from) index, and keeps it if it
+    was still open: a probe per model, whatever the length of history.
+    """
+    history, models = schema.model_history, schema.models
+    earlier = history.alias("earlier")
+    newest = (
+        sa.select(sa.func.max(earlier.c.valid_from))
+        .where(earlier.c.model_uuid == models.c.uuid, earlier.c.valid_from <= when)
+        .correlate(models)
+        .scalar_subquery()
+    )
     query = (
         sa.select(
             history.c.model_uuid.label("uuid"),
@@ -149,10 +161,13 @@ def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
             history.c.agreement_uuid,
             history.c.valid_from,
         )
-        .where(
-            history.c.valid_from <= when,
-            sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when),
+        .select_from(
+            models.join(
+                history,
+                sa.and_(history.c.model_uuid == models.c.uuid, history.c.valid_from == newest),
+            )
         )
+        .where(sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when))
         .order_by(history.c.id, history.c.model_uuid)
     )
     with engine.connect() as conn:
