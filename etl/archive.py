@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from etl.client import Tally
 from etl.errors import ConfigError, InvalidResponseError
 from etl.http import Fetched
+from etl.pages import parse_page, raw_hash
 from etl.times import format_instant
 
 log = logging.getLogger("etl.archive")
@@ -68,15 +69,15 @@ class ArchiveWriter:
         self._file: gzip.GzipFile | None = gzip.open(self.partial, "wb", compresslevel=6)  # noqa: SIM115
 
     def write(self, fetched: Fetched) -> None:
-        """Appends one response."""
-        record = {
-            "fetched_at": format_instant_precise(fetched.fetched_at),
-            "url": fetched.url,
-            "status": fetched.status,
-            "body": fetched.payload,
-        }
+        """Appends one response, its body byte for byte when it fits on one line."""
+        head = {"fetched_at": format_instant_precise(fetched.fetched_at), "url": fetched.url,
+                "status": fetched.status}  # fmt: skip
+        body = fetched.body.strip()
+        if b"\n" in body or b"\r" in body:
+            body = json.dumps(fetched.payload, separators=(",", ":")).encode()
         assert self._file is not None
-        self._file.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        self._file.write(json.dumps(head, separators=(",", ":"))[:-1].encode())
+        self._file.write(b',"body":' + body + b"}\n")
 
     def commit(self) -> Path:
         """Closes the file under its final name."""
@@ -120,6 +121,7 @@ class SnapshotContent:
 
     models: list[Any]
     tally: Tally
+    hashes: list[str] | None = None
     filtered: bool = False
     pages: int = 0
     known_complete: bool = field(default=False)
@@ -220,7 +222,7 @@ def time_from_name(name: str) -> datetime | None:
 
 
 def read_snapshot(path: Path) -> SnapshotContent:
-    """Reads a snapshot file whole.
+    """Reads a snapshot file whole, with the digest of each model's bytes.
 
     Raises:
         BadSnapshot: Unreadable, not JSON, empty, or not of a shape listed in this module's doc.
@@ -234,76 +236,94 @@ def read_snapshot(path: Path) -> SnapshotContent:
     if not text.strip():
         raise BadSnapshot("empty")
     try:
-        whole = json.loads(text)
+        whole, hashes = parse_page(text)
     except ValueError:
-        whole = None
         items = _json_lines(text)
     else:
-        items = [whole]
-    if isinstance(whole, list):
-        return _from_models(whole)
+        if isinstance(whole, list):
+            return _from_models(whole, hashes)
+        items = [(whole, hashes)]
     return _from_items(items)
 
 
-def _json_lines(text: str) -> list[Any]:
+def _json_lines(text: str) -> list[tuple[Any, list[str] | None]]:
     items = []
     for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except ValueError:
-                raise BadSnapshot(f"invalid JSON on line {number}") from None
+        line = line.strip()
+        if not line:
+            continue
+        path = ("body", "models") if line.startswith('{"fetched_at"') else ("models",)
+        try:
+            item, hashes = parse_page(line, path)
+        except ValueError:
+            raise BadSnapshot(f"invalid JSON on line {number}") from None
+        if hashes is None and isinstance(item, dict) and "uuid" in item:
+            hashes = [raw_hash(line)]  # a line that is one model
+        items.append((item, hashes))
     return items
 
 
-def _from_models(models: list[Any]) -> SnapshotContent:
+def _from_models(models: list[Any], hashes: list[str] | None) -> SnapshotContent:
     tally = Tally()
     tally.read({"models": models}, "models", 1)
     if not models:
         raise BadSnapshot("an empty list of models")
     # A bare list says nothing of the catalog's size: it is taken as the whole catalog.
-    return SnapshotContent(models, tally, pages=1, known_complete=tally.duplicates == 0)
+    return SnapshotContent(
+        models, tally, hashes=hashes, pages=1, known_complete=tally.duplicates == 0
+    )
 
 
-def _from_items(items: list[Any]) -> SnapshotContent:
-    if not items or not all(isinstance(item, dict) for item in items):
+def _from_items(items: list[tuple[Any, list[str] | None]]) -> SnapshotContent:
+    values = [item for item, _ in items]
+    if not values or not all(isinstance(item, dict) for item in values):
         raise BadSnapshot("wrong shape: expected API responses, archive records or models")
-    if all("body" in item and "fetched_at" in item for item in items):
-        pages: list[tuple[int, Any]] = []
-        filtered_pages: list[tuple[int, Any]] = []
-        for item in items:
+    if all("body" in item and "fetched_at" in item for item in values):
+        pages: list[tuple[int, Any, list[str] | None]] = []
+        filtered_pages: list[tuple[int, Any, list[str] | None]] = []
+        for item, hashes in items:
             if item.get("status", 200) != 200:
                 continue
             query = parse_qs(urlsplit(str(item.get("url", ""))).query)
             (filtered_pages if any(k in query for k in _FILTERS) else pages).append(
-                (int((query.get("page") or ["0"])[0] or 0), item["body"])
+                (int((query.get("page") or ["0"])[0] or 0), item["body"], hashes)
             )
         return _from_pages(pages or filtered_pages, filtered=not pages)
-    if all("models" in item or "meta" in item for item in items):
+    if all("models" in item or "meta" in item for item in values):
         numbered = []
-        for index, item in enumerate(items, 1):
+        for index, (item, hashes) in enumerate(items, 1):
             meta = item.get("meta")
             page = meta.get("page") if isinstance(meta, dict) else None
-            numbered.append((page if isinstance(page, int) and page > 0 else index, item))
+            numbered.append((page if isinstance(page, int) and page > 0 else index, item, hashes))
         return _from_pages(numbered, filtered=False)
-    if all("uuid" in item for item in items):
-        return _from_models(items)
+    if all("uuid" in item for item in values):
+        return _from_models(values, [h for _, hashes in items for h in hashes or []] or None)
     raise BadSnapshot("wrong shape: expected API responses, archive records or models")
 
 
-def _from_pages(pages: list[tuple[int, Any]], filtered: bool) -> SnapshotContent:
+def _from_pages(pages: list[tuple[int, Any, list[str] | None]], filtered: bool) -> SnapshotContent:
     tally = Tally()
     models: list[Any] = []
-    for index, (number, body) in enumerate(pages, 1):
+    hashes: list[str] | None = []
+    for index, (number, body, page_hashes) in enumerate(pages, 1):
         try:
             page_models, _, _ = tally.read(body, f"page {number or index}", number or index)
         except InvalidResponseError as exc:
             raise BadSnapshot(str(exc)) from None
         models.extend(page_models)
+        if hashes is not None and page_hashes is not None and len(page_hashes) == len(page_models):
+            hashes.extend(page_hashes)
+        else:
+            hashes = None
     if tally.models == 0 and tally.total is None:
         raise BadSnapshot("no models in it")
     return SnapshotContent(
-        models, tally, filtered=filtered, pages=len(pages), known_complete=tally.complete
+        models,
+        tally,
+        hashes=hashes,
+        filtered=filtered,
+        pages=len(pages),
+        known_complete=tally.complete,
     )
 
 

@@ -32,6 +32,7 @@ from tenacity import (
 
 from etl import __version__
 from etl.errors import ApiUnavailableError, AuthError, InvalidResponseError
+from etl.pages import parse_page
 
 log = logging.getLogger("etl.http")
 
@@ -117,6 +118,7 @@ class Fetched:
         body: The raw body.
         payload: The body parsed as JSON.
         fetched_at: When the response arrived.
+        model_hashes: One digest per element of ``payload["models"]`` (see :mod:`etl.pages`).
     """
 
     url: str
@@ -124,6 +126,7 @@ class Fetched:
     body: bytes
     payload: Any
     fetched_at: datetime
+    model_hashes: list[str] | None = None
 
 
 def build_session(token: str) -> requests.Session:
@@ -249,11 +252,11 @@ class Fetcher:
         if status != 200:
             raise InvalidResponseError(f"GET {shown}: HTTP {status}: {_error_message(body)}")
         try:
-            payload = json.loads(body)
-        except ValueError:
+            payload, hashes = parse_page(body)
+        except (ValueError, UnicodeDecodeError):
             start = truncate(body.decode("utf-8", "replace"), 80)
             raise InvalidResponseError(f"GET {shown}: not JSON: {start!r}") from None
-        return Fetched(shown, status, body, payload, datetime.now(UTC))
+        return Fetched(shown, status, body, payload, datetime.now(UTC), hashes)
 
     def _read(self, resp: requests.Response, shown: str) -> bytes:
         declared = resp.headers.get("Content-Length", "")

@@ -21,7 +21,6 @@ from etl.transform import (
     FlatModel,
     canonical_json,
     changed_fields,
-    snapshot_digest,
 )
 
 log = logging.getLogger("etl.load")
@@ -122,7 +121,8 @@ class CatalogWriter:
         self.dry_run = dry_run
         self.rewound = as_of is not None
         self.counts = Counts()
-        self.known: dict[str, tuple[str, bool]] = {}
+        self.known: dict[str, tuple[str, bool, str | None]] = {}
+        """uuid -> (content hash, removed, hash of the bytes last stored)."""
         self.agreements: dict[str, tuple[Any, ...]] = {}
         self.seen: dict[str, str] = {}
         self.agreements_seen: dict[str, tuple[Any, ...]] = {}
@@ -140,10 +140,10 @@ class CatalogWriter:
 
     def _fetch_state(self) -> None:
         models = schema.models
-        for uuid, digest, removed_at in self.conn.execute(
-            sa.select(models.c.uuid, models.c.content_hash, models.c.removed_at)
+        for uuid, digest, removed_at, raw in self.conn.execute(
+            sa.select(models.c.uuid, models.c.content_hash, models.c.removed_at, models.c.raw_hash)
         ):
-            self.known[uuid] = (digest, removed_at is not None)
+            self.known[uuid] = (digest, removed_at is not None, raw)
         agreements = schema.agreements
         for row in self.conn.execute(sa.select(agreements)):
             self.agreements[row.uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
@@ -151,12 +151,14 @@ class CatalogWriter:
     def _fetch_state_as_of(self, when: datetime) -> None:
         history = schema.model_history
         query = (
-            sa.select(history.c.model_uuid, history.c.content_hash, history.c.valid_to)
+            sa.select(
+                history.c.model_uuid, history.c.content_hash, history.c.valid_to, history.c.raw_hash
+            )
             .where(history.c.valid_from <= when)
             .order_by(history.c.valid_from, history.c.history_id)
         )
-        for uuid, digest, valid_to in self.conn.execute(query):
-            self.known[uuid] = (digest, valid_to is not None and valid_to <= when)
+        for uuid, digest, valid_to, raw in self.conn.execute(query):
+            self.known[uuid] = (digest, valid_to is not None and valid_to <= when, raw)
         agreements = schema.agreement_history
         query = (
             sa.select(agreements)
@@ -166,9 +168,34 @@ class CatalogWriter:
         for row in self.conn.execute(query):
             self.agreements[row.agreement_uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
 
-    def snapshot_hash(self) -> str:
-        """A digest of every model this run saw and its content: equal runs, equal digests."""
-        return snapshot_digest(self.seen.items())
+    def skip_unchanged(
+        self, models: Sequence[Any], raw_hashes: Sequence[str | None] | None
+    ) -> list[tuple[Any, str | None]]:
+        """Counts the models whose bytes match what is stored, and returns the others.
+
+        A present model sent byte for byte as last time is unchanged without being flattened;
+        everything else (new, removed, different bytes, no digest) goes on to
+        :meth:`save_models`.
+        """
+        if raw_hashes is None:
+            return [(model, None) for model in models]
+        rest: list[tuple[Any, str | None]] = []
+        for model, digest in zip(models, raw_hashes, strict=True):
+            uuid = model.get("uuid") if isinstance(model, dict) else None
+            known = self.known.get(uuid) if isinstance(uuid, str) else None
+            if (
+                isinstance(uuid, str)
+                and known is not None
+                and not known[1]
+                and digest is not None
+                and known[2] == digest
+                and uuid not in self.seen
+            ):
+                self.seen[uuid] = known[0]
+                self.counts.unchanged += 1
+            else:
+                rest.append((model, digest))
+        return rest
 
     def save_models(self, flats: Sequence[FlatModel]) -> None:
         """Saves one batch of flattened models: new and changed ones whole, others not at all.
@@ -206,7 +233,7 @@ class CatalogWriter:
                 self.counts.unchanged += 1
                 continue
             opened.append(flat)
-            self.known[flat.uuid] = (flat.content_hash, False)
+            self.known[flat.uuid] = (flat.content_hash, False, flat.raw_hash)
         if self.dry_run:
             return
         self._save_agreements(flats)
@@ -261,6 +288,7 @@ class CatalogWriter:
             {
                 **{name: flat.model[name] for name in _HISTORY_FROM_MODEL},
                 "content_hash": flat.content_hash,
+                "raw_hash": flat.raw_hash,
                 "model_uuid": flat.uuid,
                 "valid_from": self.observed_at,
                 "valid_to": None,
@@ -374,6 +402,7 @@ class CatalogWriter:
             {
                 **flat.model,
                 "content_hash": flat.content_hash,
+                "raw_hash": flat.raw_hash,
                 "first_seen_at": self.observed_at,
                 "removed_at": None,
             }
@@ -413,10 +442,10 @@ class CatalogWriter:
 
     def mark_removed(self, seen: set[str]) -> None:
         """Sets ``removed_at`` on every present model that a complete listing did not contain."""
-        gone = sorted(u for u, (_, removed) in self.known.items() if not removed and u not in seen)
+        gone = sorted(u for u, known in self.known.items() if not known[1] and u not in seen)
         self.counts.removed += len(gone)
         for uuid in gone:
-            self.known[uuid] = (self.known[uuid][0], True)
+            self.known[uuid] = (self.known[uuid][0], True, self.known[uuid][2])
         if gone and not self.dry_run:
             self._set_removed_at(gone, self.observed_at)
             self._close_history(schema.model_history, schema.model_history.c.model_uuid, gone)
@@ -514,7 +543,8 @@ def plan_replays(
     on its recorded course, so later runs that changed nothing need no replay.
 
     Returns:
-        The replays in time order, and the raw content of every history row they name.
+        The replays in time order, and the raw content and bytes digest of every history row
+        they name.
     """
     history, changes = schema.model_history, schema.model_changes
     ids = [run.id for run in runs]
@@ -532,10 +562,11 @@ def plan_replays(
                 history.c.valid_to,
                 history.c.opened_by_run,
                 history.c.raw,
+                history.c.raw_hash,
             ).where(alive)
         )
     )
-    contents = {row.history_id: row.raw for row in rows}
+    contents = {row.history_id: (row.raw, row.raw_hash) for row in rows}
     replays: list[Replay] = []
     back_on_course = False
     for run in runs:

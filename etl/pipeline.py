@@ -42,7 +42,8 @@ from etl.load import (
     start_run,
 )
 from etl.lock import mark_abandoned, run_lock
-from etl.transform import BadModel, FlatModel, flatten, snapshot_digest
+from etl.pages import snapshot_pairs
+from etl.transform import KNOWN_FIELDS, BadModel, FlatModel, flatten, snapshot_digest
 
 log = logging.getLogger("etl")
 
@@ -93,21 +94,39 @@ class _Warnings:
             log.warning("schema drift: field %r is not in the spec; kept in raw", name)
 
 
-def flatten_page(models: list[Any], warnings: _Warnings) -> list[FlatModel]:
+def flatten_page(
+    models: Sequence[Any], warnings: _Warnings, raw_hashes: Sequence[str | None] | None = None
+) -> list[FlatModel]:
     """Flattens a page's models; one that cannot be stored is skipped with a warning."""
     flats = []
-    for model in models:
+    for model, raw in zip(models, raw_hashes or [None] * len(models), strict=True):
         try:
             flat = flatten(model)
         except BadModel as exc:
             warnings.model(None, f"skipped: {exc}")
             continue
+        flat.raw_hash = raw
         for message in flat.warnings:
             warnings.model(flat.uuid, message)
-        if flat.unknown_fields:
-            warnings.unknown_fields(flat.unknown_fields)
         flats.append(flat)
     return flats
+
+
+def _save_page(
+    writer: CatalogWriter,
+    models: Sequence[Any],
+    raw_hashes: Sequence[str | None] | None,
+    warnings: _Warnings,
+) -> None:
+    """Saves one page or snapshot: models sent byte for byte as before are only counted."""
+    for model in models:
+        if isinstance(model, dict):
+            unknown = model.keys() - KNOWN_FIELDS
+            if unknown:
+                warnings.unknown_fields(frozenset(unknown))
+    rest = writer.skip_unchanged(models, raw_hashes)
+    changed = [model for model, _ in rest]
+    writer.save_models(flatten_page(changed, warnings, [raw for _, raw in rest]))
 
 
 def run_sync(
@@ -159,6 +178,10 @@ def run_sync(
             try:
                 listing, counts = _list_and_load(engine, settings, fetcher, run_id, started_at)
             except BaseException as exc:
+                if isinstance(exc, EtlError) and settings.token and settings.token in str(exc):
+                    # An API may echo the credential in an error body that the message quotes:
+                    # mask it before the error is stored, printed or shown in a traceback.
+                    exc.args = (str(exc).replace(settings.token, "***"),)
                 if run_id is not None:
                     _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
                 raise
@@ -260,6 +283,7 @@ def _load(
     warnings = _Warnings()
     with _database_errors(engine), engine.begin() as conn:
         writer: CatalogWriter | None = None
+        pairs: list[tuple[str, str]] = []
         for page in listing:
             if archive is not None:
                 archive.write(page.fetched)
@@ -267,7 +291,8 @@ def _load(
                 writer = CatalogWriter(
                     conn, run_id, page.fetched.fetched_at, dry_run=settings.dry_run
                 )
-            writer.save_models(flatten_page(page.models, warnings))
+            _save_page(writer, page.models, page.fetched.model_hashes, warnings)
+            pairs.extend(snapshot_pairs(page.models, page.fetched.model_hashes))
         assert writer is not None, "a listing has at least one page"
         if listing.inconsistency or listing.duplicates:
             reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
@@ -297,7 +322,7 @@ def _load(
                 retries=listing.fetcher.retries,
                 pages=listing.pages,
                 models_seen=len(listing.uuids),
-                snapshot_hash=writer.snapshot_hash(),
+                snapshot_hash=snapshot_digest(pairs),
                 **asdict(writer.counts),
             )
     return writer.counts
@@ -419,11 +444,10 @@ def _backfill_one(
         result.failed.append(f"{snapshot.path}: {exc}")
         return
     warnings = _Warnings()
-    flats = flatten_page(content.models, warnings)
     when = snapshot.observed_at
     with conn.begin() if not dry_run else contextlib.nullcontext():
         runs = schema.sync_runs
-        digest = snapshot_digest((flat.uuid, flat.content_hash) for flat in flats)
+        digest = snapshot_digest(snapshot_pairs(content.models, content.hashes))
         done = conn.execute(
             sa.select(runs.c.id).where(
                 runs.c.status == "succeeded",
@@ -450,7 +474,7 @@ def _backfill_one(
             replays, contents = plan_replays(conn, later, when)
             rewind(conn, when, [run.id for run in later])
         writer = CatalogWriter(conn, run_id, when, as_of=when if later else None)
-        writer.save_models(flats)
+        _save_page(writer, content.models, content.hashes, warnings)
         if content.marks_removals:
             writer.mark_removed(content.tally.uuids)
         else:
@@ -486,8 +510,8 @@ def _replay(
     conn: Connection, writer: CatalogWriter, replay: Replay, contents: dict[int, Any]
 ) -> None:
     writer.begin_run(replay.run_id, replay.observed_at)
-    flats = flatten_page([contents[history_id] for _, history_id in replay.members], _Warnings())
-    writer.save_models(flats)
+    saved = [contents[history_id] for _, history_id in replay.members]
+    _save_page(writer, [raw for raw, _ in saved], [digest for _, digest in saved], _Warnings())
     if replay.marks_removals:
         writer.mark_removed({uuid for uuid, _ in replay.members})
     writer.end_run()

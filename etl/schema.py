@@ -138,6 +138,7 @@ models = sa.Table(
     metadata,
     sa.Column("uuid", UUID, primary_key=True),
     *_content_columns(),
+    sa.Column("raw_hash", sa.String(32)),
     sa.Column("first_seen_at", UTCDateTime, nullable=False),
     sa.Column("removed_at", UTCDateTime),
 )
@@ -152,6 +153,7 @@ model_history = sa.Table(
     sa.Column("opened_by_run", sa.Integer, sa.ForeignKey("sync_runs.id"), nullable=False),
     sa.Column("closed_by_run", sa.Integer, sa.ForeignKey("sync_runs.id")),
     *_content_columns(),
+    sa.Column("raw_hash", sa.String(32)),
     sa.Index(None, "model_uuid", "valid_from"),
     sa.Index(None, "valid_from", "valid_to"),
     sa.Index(None, "valid_to"),

@@ -24,6 +24,10 @@ from typing import Any
 MAX_BIGINT = 2**63 - 1
 MAX_SHORT = 255
 MAX_UUID = 64
+MAX_TEXT_BYTES = 65_535
+"""The most a TEXT column holds on MySQL/MariaDB (in UTF-8 bytes); the cap for every dialect."""
+MAX_DEPTH = 100
+"""Deepest nesting of objects and lists a model may have; deeper ones cannot be stored."""
 
 KNOWN_FIELDS = frozenset(
     {
@@ -53,6 +57,8 @@ _INTEGER_COLUMNS = (
     "kb_min_chunk_size",
     "context_window",
 )
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Any surrogate left in a Python string is half a pair: json.loads joins whole pairs."""
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
 )
@@ -75,6 +81,7 @@ class FlatModel:
         children: Rows for each child table, keyed by table name.
         unknown_fields: Top-level fields the spec does not know.
         warnings: Values that did not fit their typed column.
+        raw_hash: Digest of the model's bytes as received, when known (:mod:`etl.pages`).
     """
 
     uuid: str
@@ -85,6 +92,7 @@ class FlatModel:
     children: dict[str, list[dict[str, Any]]]
     unknown_fields: frozenset[str] = frozenset()
     warnings: list[str] = field(default_factory=list)
+    raw_hash: str | None = None
 
 
 def _is_zero(value: Any) -> bool:
@@ -143,6 +151,8 @@ class _Coercer:
 
     def __init__(self) -> None:
         self.warnings: list[str] = []
+        self.careful = True
+        """Whether strings may be unstorable; the model's JSON tells when they cannot be."""
 
     def _warn(self, name: str, value: Any, why: str) -> None:
         shown = repr(value)
@@ -156,6 +166,10 @@ class _Coercer:
             return None
         if limit is not None and len(value) > limit:
             self._warn(name, value, f"longer than {limit} characters")
+            return None
+        problem = _unstorable(value) if self.careful else None
+        if problem:
+            self._warn(name, value, problem)
             return None
         return value
 
@@ -259,6 +273,22 @@ def flatten(model: Any) -> FlatModel:
     uuid = c.text("uuid", model.get("uuid"), MAX_UUID)
     if uuid is None:
         raise BadModel(f"model without a usable uuid (id {str(model.get('id'))[:60]!r})")
+    # Normalising, hashing and storing ``raw`` all recurse: a model nested deeper than
+    # MAX_DEPTH could crash them. Few brackets in its JSON prove it is not, cheaply.
+    try:
+        text = json.dumps(model, ensure_ascii=False)
+    except RecursionError:
+        text = None
+    if text is None or (
+        text.count("{") + text.count("[") > MAX_DEPTH and _nested_deeper_than(model, MAX_DEPTH)
+    ):
+        raise BadModel(f"model {uuid} is nested deeper than {MAX_DEPTH} levels")
+    if _LONE_SURROGATE.search(text):
+        # JSON may escape half a surrogate pair ("\ud800"); no database takes it, so even raw
+        # keeps U+FFFD in its place
+        model = _replace_lone_surrogates(model)
+        c.warnings.append("lone surrogates (invalid Unicode) replaced by U+FFFD, in raw too")
+    c.careful = "\\u0000" in text or len(text) > MAX_TEXT_BYTES // 4
 
     agreement_json = c.mapping("agreement", model.get("agreement"))
     agreement_uuid = c.text("agreement.uuid", agreement_json.get("uuid"), MAX_UUID)
@@ -343,7 +373,7 @@ def _children(uuid: str, model: dict[str, Any], c: _Coercer) -> dict[str, list[d
     pricing = []
     for key, value in c.mapping("pricing", model.get("pricing")).items():
         price = c.number(f"pricing.{key}", value)
-        if price is not None and len(key) <= MAX_SHORT:
+        if price is not None and c.text("pricing key", key, MAX_SHORT) is not None:
             pricing.append({"model_uuid": uuid, "price_key": key, "price": price})
     capabilities = c.keys("capabilities", model.get("capabilities"))
     efforts = c.keys("reasoning_efforts", model.get("reasoning_efforts"))
@@ -364,6 +394,39 @@ def _children(uuid: str, model: dict[str, Any], c: _Coercer) -> dict[str, list[d
         "model_settings": list(settings.values()),
         "model_pricing": pricing,
     }
+
+
+def _unstorable(text: str) -> str | None:
+    """Why a string cannot go into a text column on every dialect, or None when it can."""
+    if "\x00" in text:
+        return "holds a NUL character (PostgreSQL cannot store it)"
+    if len(text) > MAX_TEXT_BYTES // 4 and len(text.encode()) > MAX_TEXT_BYTES:
+        return f"longer than {MAX_TEXT_BYTES} bytes"
+    return None
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    return value
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    # iterative, so the check itself cannot hit the recursion limit
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend(
+                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return False
 
 
 def _rows(uuid: str, column: str, values: Iterable[str]) -> list[dict[str, Any]]:
