@@ -14,27 +14,34 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
 from etl.errors import ConfigError, DatabaseError, EtlError, Interrupted, InvalidResponseError
+from etl.logs import FORMATS, log_summary, setup_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+log = logging.getLogger("etl.cli")
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("etl: %(levelname)s: %(message)s"))
-    root = logging.getLogger("etl")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO)
-    root.propagate = False
+
+def _fail(ctx: click.Context, text: str, exit_code: int) -> NoReturn:
+    """Says why the command failed: ``etl: <text>`` on stderr, or a JSON log line (with
+    ``exit_code``, and the traceback under ``-v``) when logs are JSON."""
+    obj = ctx.obj or {}
+    if obj.get("log_format") == "json":
+        log.error("%s", text, exc_info=bool(obj.get("verbose")), extra={"exit_code": exit_code})
+    else:
+        if obj.get("verbose"):
+            traceback.print_exc()
+        click.echo(f"etl: {text}", err=True)
+    ctx.exit(exit_code)
 
 
 class EtlGroup(click.Group):
@@ -44,16 +51,11 @@ class EtlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EtlError as exc:
-            if ctx.obj and ctx.obj.get("verbose"):
-                traceback.print_exc()
-            click.echo(f"etl: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, f"error: {exc}", exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("etl: interrupted (SIGINT); the run was rolled back", err=True)
-            ctx.exit(130)
+            _fail(ctx, "interrupted (SIGINT); the run was rolled back", 130)
         except Interrupted as exc:
-            click.echo(f"etl: {exc}; the run was rolled back", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, f"{exc}; the run was rolled back", exc.exit_code)
 
 
 @click.group(
@@ -69,12 +71,27 @@ class EtlGroup(click.Group):
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail; show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    envvar="ETL_LOG_FORMAT",
+    show_envvar=True,
+    default="text",
+    help="Logs on stderr: text lines (UTC-stamped when not a terminal) or one JSON object "
+    "per line.",
+)
 @click.version_option(__version__, prog_name="etl")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str, verbose: bool, quiet: bool) -> None:
+def cli(ctx: click.Context, database_url: str, verbose: bool, quiet: bool, log_format: str) -> None:
     """Sync DigitalOcean's GenAI model catalog into SQL, with its full history."""
-    _setup_logging(verbose, quiet)
-    ctx.obj = {"database_url": database_url, "verbose": verbose, "quiet": quiet}
+    log_format = log_format.lower()
+    setup_logging(verbose, quiet, log_format)
+    ctx.obj = {
+        "database_url": database_url,
+        "verbose": verbose,
+        "quiet": quiet,
+        "log_format": log_format,
+    }
 
 
 def json_option(func: F) -> F:
@@ -176,6 +193,7 @@ def sync(
         max_response_bytes=int(max_response_mb * 1024 * 1024),
     )
     result = run_sync(settings)
+    log_summary(log, "sync finished", result.as_dict())
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -215,6 +233,7 @@ def backfill(
         dry_run=dry_run,
         progress=_progress_bar if show_bar else lambda items: items,
     )
+    log_summary(log, "backfill finished", {**result.as_dict(), "failed": len(result.failed)})
     if as_json:
         click.echo(json.dumps(result.as_dict()))
     else:
@@ -453,6 +472,28 @@ def models_command(obj: dict[str, Any], as_of: str | None, fmt: str | None) -> N
         rows = queries.models_as_of(engine, when) if engine else []
     columns = ("uuid", "id", "name", "provider", "lifecycle_status", "version", "valid_from")
     write_rows(rows, columns, fmt or "table")
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="report.html",
+    help="The HTML file to write.",
+)
+@click.option("--since", metavar="T", help="Only changes from this time on (ISO 8601, or 30d).")
+@click.pass_obj
+def report(obj: dict[str, Any], output: str, since: str | None) -> None:
+    """Write the catalog as one self-contained HTML page: charts, changes, model histories."""
+    from etl import db
+    from etl.report import build_report, write_report
+    from etl.times import parse_instant
+
+    start = parse_instant(since) if since else None
+    with read_engine(obj) as engine:
+        html = build_report(engine, source=db.mask_url(obj["database_url"]), since=start)
+    click.echo(write_report(html, output))
 
 
 def main() -> None:

@@ -1,0 +1,903 @@
+"""``etl report``: the catalog as one self-contained HTML page.
+
+The page is drawn from the database's own views (``catalog_size_by_day``, ``catalog_changes``,
+``current_models``) and the change tables: catalog size over time, changes per run by kind,
+models by provider and by lifecycle status, each changed price over time, the latest changes,
+and a history section per model they name. Styles are inline and the charts are SVG drawn
+here: no script, no font, nothing fetched (a Content-Security-Policy says so to the browser).
+Every mark that shows a number carries ``data-value``, every chart ``data-chart``, so a
+browser test can count what was drawn.
+
+:func:`collect` reads (and never writes); :func:`render` turns what it read into HTML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import __version__, queries, schema
+from etl.errors import ConfigError
+from etl.times import format_instant
+
+MAX_RUNS = 60
+"""Runs shown in the changes-per-run chart (the latest that changed something)."""
+MAX_CHANGES = 100
+"""Rows of the latest-changes table."""
+MAX_PRICE_CHARTS = 24
+"""Models whose price chart is drawn (the most recently repriced)."""
+MAX_FIELDS_SHOWN = 4
+"""Changed fields spelled out per row of the latest-changes table."""
+
+KINDS = ("added", "changed", "removed", "restored")
+KIND_COLOURS = {
+    "added": "#2e9e5b",
+    "changed": "#3a6fd8",
+    "removed": "#d64545",
+    "restored": "#e0a526",
+}
+PALETTE = ("#3a6fd8", "#d64545", "#2e9e5b", "#e0a526", "#8a4fd0", "#1b9aaa", "#e0662b", "#6b7280")
+
+# The views, as typed SQLAlchemy tables: results come back as dates, UTC datetimes and JSON on
+# every dialect (SQLite hands views' values back as text otherwise).
+_size_by_day = sa.table(
+    "catalog_size_by_day",
+    sa.column("day", sa.Date),
+    sa.column("models", sa.Integer),
+    sa.column("added", sa.Integer),
+    sa.column("removed", sa.Integer),
+    sa.column("restored", sa.Integer),
+)
+_catalog_changes = sa.table(
+    "catalog_changes",
+    sa.column("change_id", sa.Integer),
+    sa.column("run_id", sa.Integer),
+    sa.column("observed_at", schema.UTCDateTime),
+    sa.column("model_uuid", sa.String),
+    sa.column("model_id", sa.String),
+    sa.column("model_name", sa.String),
+    sa.column("kind", sa.String),
+    sa.column("changes", sa.JSON),
+)
+_current_models = sa.table(
+    "current_models",
+    sa.column("uuid", sa.String),
+    sa.column("provider", sa.String),
+    sa.column("lifecycle_status", sa.String),
+)
+
+
+@dataclass
+class RunChanges:
+    """How many changes of each kind one run recorded."""
+
+    run_id: int
+    observed_at: datetime
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PricePoint:
+    """A price from ``when`` on (None: no price); ``changed`` when a run changed it then."""
+
+    when: datetime
+    price: float | None
+    changed: bool
+
+
+@dataclass
+class PriceSeries:
+    """One model's changed prices over time, as steps per price key."""
+
+    model_uuid: str
+    model_id: str
+    steps: dict[str, list[PricePoint]]
+
+
+@dataclass
+class ModelSection:
+    """A model named by the report, with every content it has had."""
+
+    uuid: str
+    model_id: str
+    name: str
+    provider: str
+    lifecycle_status: str
+    removed_at: datetime | None
+    history: list[dict[str, Any]]
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows, read from the database."""
+
+    source: str
+    generated_at: datetime
+    since: datetime | None = None
+    runs_succeeded: int = 0
+    last_run: dict[str, Any] | None = None
+    models_now: int = 0
+    sizes: list[tuple[date, int, int, int, int]] = field(default_factory=list)
+    runs: list[RunChanges] = field(default_factory=list)
+    runs_with_changes: int = 0
+    providers: list[tuple[str, int]] = field(default_factory=list)
+    lifecycles: list[tuple[str, int]] = field(default_factory=list)
+    prices: list[PriceSeries] = field(default_factory=list)
+    repriced_models: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    changes_total: int = 0
+    models: list[ModelSection] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """True when no run ever succeeded: there is no catalog to show."""
+        return self.runs_succeeded == 0
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def collect(
+    engine: Engine | None,
+    *,
+    source: str,
+    since: datetime | None = None,
+    now: datetime | None = None,
+) -> ReportData:
+    """Reads what the report shows.
+
+    Args:
+        engine: The catalog database, or None when it was never initialised (an empty page).
+        source: How to name the database on the page (its URL with the password masked).
+        since: Only changes (and days) from this time on; the current catalog is always whole.
+        now: The page's generation time.
+
+    Returns:
+        The report's data; ``empty`` when no run has succeeded yet.
+    """
+    data = ReportData(source=source, generated_at=now or datetime.now(UTC), since=since)
+    if engine is None:
+        return data
+    runs = schema.sync_runs
+    with engine.connect() as conn:
+        data.runs_succeeded = conn.execute(
+            sa.select(sa.func.count()).select_from(runs).where(runs.c.status == "succeeded")
+        ).scalar_one()
+        if data.empty:
+            return data
+        data.models_now = conn.execute(
+            sa.select(sa.func.count()).select_from(_current_models)
+        ).scalar_one()
+        data.sizes = _sizes(conn, since)
+        data.runs, data.runs_with_changes = _changes_per_run(conn, since)
+        data.providers = _count_current(conn, _current_models.c.provider)
+        data.lifecycles = _count_current(conn, _current_models.c.lifecycle_status)
+        data.prices, data.repriced_models = _prices(conn, since)
+        data.changes, data.changes_total = _latest_changes(conn, since)
+    data.last_run = queries.last_run(engine, "succeeded")
+    named = [c["model_uuid"] for c in data.changes] + [p.model_uuid for p in data.prices]
+    data.models = _model_sections(engine, list(dict.fromkeys(named)))
+    return data
+
+
+def _since(column: Any, since: datetime | None) -> Any:
+    return sa.true() if since is None else column >= since
+
+
+def _sizes(conn: sa.Connection, since: datetime | None) -> list[tuple[date, int, int, int, int]]:
+    view = _size_by_day.c
+    query = sa.select(view.day, view.models, view.added, view.removed, view.restored).order_by(
+        view.day
+    )
+    if since is not None:
+        query = query.where(view.day >= since.date())
+    return [(_as_date(d), m, a, r, s) for d, m, a, r, s in conn.execute(query)]
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _changes_per_run(conn: sa.Connection, since: datetime | None) -> tuple[list[RunChanges], int]:
+    view = _catalog_changes.c
+    query = (
+        sa.select(
+            view.run_id,
+            sa.func.min(view.observed_at).label("observed_at"),
+            view.kind,
+            sa.func.count().label("n"),
+        )
+        .where(_since(view.observed_at, since))
+        .group_by(view.run_id, view.kind)
+    )
+    runs: dict[int, RunChanges] = {}
+    for run_id, observed_at, kind, n in conn.execute(query):
+        run = runs.setdefault(run_id, RunChanges(run_id, observed_at, {}))
+        run.counts[kind] = int(n)
+        run.observed_at = min(run.observed_at, observed_at)
+    ordered = sorted(runs.values(), key=lambda r: (r.observed_at, r.run_id))
+    return ordered[-MAX_RUNS:], len(ordered)
+
+
+def _count_current(conn: sa.Connection, column: Any) -> list[tuple[str, int]]:
+    counts: Counter[str] = Counter()
+    for value, n in conn.execute(sa.select(column, sa.func.count()).group_by(column)):
+        counts[value or "unknown"] += int(n)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _price(text: str | None) -> float | None:
+    """A price from ``model_change_fields`` (JSON text; NULL means absent, i.e. no price)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _prices(conn: sa.Connection, since: datetime | None) -> tuple[list[PriceSeries], int]:
+    fields, runs, models = schema.model_change_fields, schema.sync_runs, schema.models
+    query = (
+        sa.select(
+            fields.c.model_uuid,
+            fields.c.path,
+            fields.c.old_value,
+            fields.c.new_value,
+            runs.c.observed_at,
+        )
+        .select_from(fields.join(runs, runs.c.id == fields.c.run_id))
+        .where(fields.c.path.like("pricing.%"), _since(runs.c.observed_at, since))
+        .order_by(runs.c.observed_at, fields.c.run_id, fields.c.path)
+    )
+    changes: dict[str, dict[str, list[tuple[datetime, float | None, float | None]]]] = {}
+    for uuid, path, old, new, when in conn.execute(query):
+        key = path.removeprefix("pricing.")
+        changes.setdefault(uuid, {}).setdefault(key, []).append((when, _price(old), _price(new)))
+    if not changes:
+        return [], 0
+    latest = sorted(changes, key=lambda u: max(c[-1][0] for c in changes[u].values()))
+    shown = latest[::-1][:MAX_PRICE_CHARTS]
+    info = {
+        row.uuid: row
+        for row in conn.execute(
+            sa.select(models.c.uuid, models.c.id, models.c.first_seen_at).where(
+                models.c.uuid.in_(shown)
+            )
+        )
+    }
+    pricing = schema.model_pricing
+    current = {
+        (row.model_uuid, row.price_key): float(row.price)
+        for row in conn.execute(sa.select(pricing).where(pricing.c.model_uuid.in_(shown)))
+    }
+    end = conn.execute(
+        sa.select(sa.func.max(runs.c.observed_at)).where(runs.c.status == "succeeded")
+    ).scalar_one()
+    series = []
+    for uuid in shown:
+        first_seen = info[uuid].first_seen_at
+        start = max(first_seen, since) if since is not None else first_seen
+        steps: dict[str, list[PricePoint]] = {}
+        for key, events in sorted(changes[uuid].items()):
+            points: list[PricePoint] = []
+            if start < events[0][0]:
+                points.append(PricePoint(start, events[0][1], changed=False))
+            points += [PricePoint(when, new, changed=True) for when, _old, new in events]
+            if end is not None and end > events[-1][0]:
+                now = current.get((uuid, key), events[-1][2])
+                points.append(PricePoint(end, now, changed=False))
+            steps[key] = points
+        series.append(PriceSeries(uuid, info[uuid].id or uuid, steps))
+    return series, len(changes)
+
+
+def _latest_changes(
+    conn: sa.Connection, since: datetime | None
+) -> tuple[list[dict[str, Any]], int]:
+    view = _catalog_changes.c
+    where = _since(view.observed_at, since)
+    total = conn.execute(sa.select(sa.func.count()).select_from(_catalog_changes).where(where))
+    query = (
+        sa.select(_catalog_changes)
+        .where(where)
+        .order_by(view.observed_at.desc(), view.change_id.desc())
+        .limit(MAX_CHANGES)
+    )
+    rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:
+        if isinstance(row["changes"], str):  # a driver that hands JSON back as text
+            row["changes"] = json.loads(row["changes"])
+    return rows, total.scalar_one()
+
+
+def _model_sections(engine: Engine, uuids: Sequence[str]) -> list[ModelSection]:
+    if not uuids:
+        return []
+    models = schema.models
+    with engine.connect() as conn:
+        found = {
+            row.uuid: row
+            for row in conn.execute(
+                sa.select(
+                    models.c.uuid,
+                    models.c.id,
+                    models.c.name,
+                    models.c.provider,
+                    models.c.lifecycle_status,
+                    models.c.removed_at,
+                ).where(models.c.uuid.in_(uuids))
+            )
+        }
+    sections = [
+        ModelSection(
+            uuid=uuid,
+            model_id=row.id or uuid,
+            name=row.name or "",
+            provider=row.provider or "",
+            lifecycle_status=row.lifecycle_status or "",
+            removed_at=row.removed_at,
+            history=queries.model_history(engine, uuid),
+        )
+        for uuid in uuids
+        if (row := found.get(uuid)) is not None
+    ]
+    return sorted(sections, key=lambda s: (s.model_id, s.uuid))
+
+
+# -- drawing ------------------------------------------------------------------------------------
+
+WIDTH = 640
+"""Every chart's viewBox width; the page scales it to its column."""
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """A chart's plot area inside its viewBox."""
+
+    height: int
+    left: int = 52
+    right: int = 16
+    top: int = 14
+    bottom: int = 34
+
+    @property
+    def plot_width(self) -> int:
+        return WIDTH - self.left - self.right
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.top - self.bottom
+
+    @property
+    def base(self) -> int:
+        return self.height - self.bottom
+
+
+def _num(value: float) -> str:
+    """A coordinate, short."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _label(value: float) -> str:
+    """A number for people: integers plainly, others with up to 4 significant digits."""
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def nice_ticks(top: float, count: int = 4) -> list[float]:
+    """Round tick values from 0 to at least ``top`` (about ``count`` intervals)."""
+    if not top > 0:
+        top = 1.0
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]
+
+
+def _svg(chart: str, height: int, label: str, body: Iterable[str], **data: str) -> str:
+    attributes = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in data.items())
+    return (
+        f'<svg class="chart" data-chart="{escape(chart)}"{attributes} '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(label)}" '
+        f'xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>"
+    )
+
+
+def _y_axis(frame: _Frame, ticks: Sequence[float]) -> Iterable[str]:
+    top = ticks[-1] or 1
+    for tick in ticks:
+        y = frame.base - tick / top * frame.plot_height
+        yield (
+            f'<line class="grid" x1="{frame.left}" x2="{WIDTH - frame.right}" '
+            f'y1="{_num(y)}" y2="{_num(y)}"/>'
+            f'<text class="tick" x="{frame.left - 6}" y="{_num(y + 4)}" text-anchor="end">'
+            f"{escape(_label(tick))}</text>"
+        )
+
+
+def _x_labels(frame: _Frame, labels: Sequence[tuple[float, str]], room: int = 80) -> Iterable[str]:
+    """Labels under the x axis, thinned so they never overlap."""
+    if not labels:
+        return
+    every = max(1, math.ceil(len(labels) / max(1, frame.plot_width // room)))
+    chosen = list(labels[::every])
+    if labels[-1] not in chosen and len(labels) > 1:
+        if chosen and labels[-1][0] - chosen[-1][0] < room:
+            chosen.pop()
+        chosen.append(labels[-1])
+    for x, text in chosen:
+        half = len(text) * 3.2  # about half the width of 11px text
+        anchor = "end" if x + half > WIDTH - 2 else "start" if x - half < 2 else "middle"
+        yield (
+            f'<text class="tick" x="{_num(x)}" y="{frame.base + 18}" text-anchor="{anchor}">'
+            f"{escape(text)}</text>"
+        )
+
+
+def size_chart(sizes: Sequence[tuple[date, int, int, int, int]]) -> str:
+    """Models in the catalog at the end of each day: a line with a point per day."""
+    frame = _Frame(height=240)
+    ticks = nice_ticks(max(s[1] for s in sizes))
+    first, last = sizes[0][0], sizes[-1][0]
+    span = (last - first).days
+
+    def x(day: date) -> float:
+        if span == 0:
+            return frame.left + frame.plot_width / 2
+        return frame.left + (day - first).days / span * frame.plot_width
+
+    def y(value: float) -> float:
+        return frame.base - value / ticks[-1] * frame.plot_height
+
+    body = list(_y_axis(frame, ticks))
+    points = [(x(day), y(models)) for day, models, *_ in sizes]
+    path = " ".join(
+        f"{'M' if i == 0 else 'L'}{_num(px)},{_num(py)}" for i, (px, py) in enumerate(points)
+    )
+    body.append(f'<path class="line" d="{path}" data-points="{len(points)}"/>')
+    for (px, py), (day, models, added, removed, restored) in zip(points, sizes, strict=True):
+        tip = f"{day}: {models} models ({added} added, {removed} removed, {restored} restored)"
+        body.append(
+            f'<circle class="point" cx="{_num(px)}" cy="{_num(py)}" r="4" '
+            f'data-value="{models}" data-day="{day}"><title>{escape(tip)}</title></circle>'
+        )
+    days = [(px, size[0].isoformat()) for (px, _), size in zip(points, sizes, strict=True)]
+    body += _x_labels(frame, days)
+    return _svg("size", frame.height, "Models in the catalog per day", body)
+
+
+def changes_chart(runs: Sequence[RunChanges]) -> str:
+    """Changes per run, stacked by kind."""
+    frame = _Frame(height=260)
+    ticks = nice_ticks(max(sum(r.counts.values()) for r in runs))
+    slot = frame.plot_width / len(runs)
+    bar = min(40.0, slot * 0.7)
+    body = list(_y_axis(frame, ticks))
+    labels = []
+    for i, run in enumerate(runs):
+        centre = frame.left + slot * (i + 0.5)
+        labels.append((centre, f"#{run.run_id}"))
+        bottom = float(frame.base)
+        for kind in KINDS:
+            count = run.counts.get(kind, 0)
+            if not count:
+                continue
+            height = count / ticks[-1] * frame.plot_height
+            bottom -= height
+            tip = f"run {run.run_id}, {format_instant(run.observed_at)}: {count} {kind}"
+            body.append(
+                f'<rect class="bar kind-{kind}" x="{_num(centre - bar / 2)}" y="{_num(bottom)}" '
+                f'width="{_num(bar)}" height="{_num(height)}" fill="{KIND_COLOURS[kind]}" '
+                f'data-run="{run.run_id}" data-kind="{kind}" data-value="{count}">'
+                f"<title>{escape(tip)}</title></rect>"
+            )
+    body += _x_labels(frame, labels, room=44)
+    return _svg("changes", frame.height, "Changes per run, by kind", body)
+
+
+def count_chart(chart: str, label: str, counts: Sequence[tuple[str, int]]) -> str:
+    """Horizontal bars: how many current models have each value."""
+    row = 26
+    frame = _Frame(height=len(counts) * row + 20, left=230, right=56, top=10, bottom=10)
+    top = max(n for _, n in counts)
+    body = []
+    for i, (value, n) in enumerate(counts):
+        y = frame.top + i * row
+        width = max(1.0, n / top * frame.plot_width)
+        body.append(
+            f'<text class="label" x="{frame.left - 8}" y="{y + 16}" text-anchor="end">'
+            f"{escape(_clip(value, 32))}<title>{escape(value)}</title></text>"
+            f'<rect class="bar" x="{frame.left}" y="{y + 3}" width="{_num(width)}" height="18" '
+            f'data-value="{n}"><title>{escape(f"{value}: {n} models")}</title></rect>'
+            f'<text class="count" x="{_num(frame.left + width + 6)}" y="{y + 16}">{n}</text>'
+        )
+    return _svg(chart, frame.height, label, body)
+
+
+def price_chart(series: PriceSeries) -> str:
+    """One model's changed prices as steps over time, a line per price key."""
+    frame = _Frame(height=200)
+    times = [p.when for points in series.steps.values() for p in points]
+    values = [p.price for points in series.steps.values() for p in points if p.price is not None]
+    ticks = nice_ticks(max(values, default=1.0) * 1.1)
+    start, end = min(times), max(times)
+    span = (end - start).total_seconds()
+
+    def x(when: datetime) -> float:
+        if span <= 0:
+            return frame.left + frame.plot_width / 2
+        return frame.left + (when - start).total_seconds() / span * frame.plot_width
+
+    def y(value: float) -> float:
+        return frame.base - value / ticks[-1] * frame.plot_height
+
+    body = list(_y_axis(frame, ticks))
+    for colour, (key, points) in zip(itertools.cycle(PALETTE), series.steps.items(), strict=False):
+        body.append(
+            f'<path class="line" d="{_step_path(points, x, y)}" stroke="{colour}" '
+            f'data-key="{escape(key)}" data-points="{len(points)}"/>'
+        )
+        for point in points:
+            if not point.changed or point.price is None:
+                continue
+            tip = f"{key}: {_label(point.price)} from {format_instant(point.when)}"
+            body.append(
+                f'<circle class="point" cx="{_num(x(point.when))}" cy="{_num(y(point.price))}" '
+                f'r="3.5" fill="{colour}" data-key="{escape(key)}" data-value="{point.price:g}">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+    body += _x_labels(frame, [(x(start), _day(start)), (x(end), _day(end))], room=120)
+    return _svg(
+        "price", frame.height, f"Prices of {series.model_id}", body, model=series.model_uuid
+    )
+
+
+def _step_path(
+    points: Sequence[PricePoint], x: Callable[[datetime], float], y: Callable[[float], float]
+) -> str:
+    """A step line: each price holds until the next point; no line while there is no price."""
+    path: list[str] = []
+    drawing = False
+    for point, following in zip(points, [*points[1:], None], strict=True):
+        if point.price is None:
+            drawing = False
+            continue
+        if drawing:
+            path.append(f"V{_num(y(point.price))}")
+        else:
+            path.append(f"M{_num(x(point.when))},{_num(y(point.price))}")
+        drawing = following is not None
+        if following is not None:
+            path.append(f"H{_num(x(following.when))}")
+    return " ".join(path)
+
+
+def _day(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _clip(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+CSS = """
+:root { color-scheme: light; --ink: #1f2430; --muted: #667085; --line: #e4e7ec;
+  --panel: #ffffff; --page: #f5f6f8; --accent: #3a6fd8; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--page); color: var(--ink);
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
+header, main, footer { max-width: 1200px; margin: 0 auto; padding: 0 20px; }
+header { padding-top: 24px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 0 0 10px; }
+h3 { font-size: 15px; margin: 0 0 6px; }
+.sub, .note, footer { color: var(--muted); }
+.note { font-size: 12px; margin: 6px 0 0; }
+.stats { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr));
+  gap: 12px; margin: 18px 0; }
+.stat { background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
+  padding: 10px 14px; }
+.stat b { display: block; font-size: 22px; }
+.stat span { color: var(--muted); font-size: 12px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 16px; }
+.panel { background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
+  padding: 14px 16px; margin-bottom: 16px; min-width: 0; }
+.empty { background: var(--panel); border: 1px dashed var(--muted); border-radius: 8px;
+  padding: 28px; font-size: 16px; text-align: center; }
+svg.chart { display: block; width: 100%; height: auto; }
+svg .grid { stroke: var(--line); stroke-width: 1; }
+svg .tick, svg .label, svg .count { fill: var(--muted); font-size: 11px; }
+svg .label { fill: var(--ink); font-size: 12px; }
+svg .line { fill: none; stroke-width: 2.5; stroke-linejoin: round; }
+svg .line:not([stroke]) { stroke: var(--accent); }
+svg .point { stroke: #fff; stroke-width: 1.5; }
+svg .point:not([fill]), svg rect.bar:not([fill]) { fill: var(--accent); }
+.legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; margin-top: 6px; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
+  margin-right: 5px; vertical-align: -1px; }
+.prices { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 14px; }
+.prices .panel { margin: 0; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line);
+  vertical-align: top; }
+th { color: var(--muted); font-weight: 600; white-space: nowrap; }
+td.time { white-space: nowrap; font-variant-numeric: tabular-nums; }
+.kind { display: inline-block; padding: 0 7px; border-radius: 9px; color: #fff; font-size: 12px; }
+.kind-added { background: #2e9e5b; } .kind-changed { background: #3a6fd8; }
+.kind-removed { background: #d64545; } .kind-restored { background: #e0a526; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
+section.model { scroll-margin-top: 12px; margin-top: 20px; }
+section.model + section.model { border-top: 1px solid var(--line); padding-top: 16px; }
+section.model .sub { margin: 0 0 6px; }
+section.model:target { outline: 2px solid var(--accent); }
+footer { padding: 8px 20px 28px; font-size: 12px; }
+"""
+
+
+def render(data: ReportData) -> str:
+    """The whole page, as one HTML document."""
+    when = format_instant(data.generated_at)
+    scope = f" · changes since {format_instant(data.since)}" if data.since else ""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # Self-contained by contract: the browser may load nothing and run nothing.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">",
+        '<link rel="icon" href="data:,">',
+        "<title>etl catalog report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<header><h1>GenAI model catalog</h1>",
+        f'<p class="sub">{escape(data.source)} · generated {escape(when)}{escape(scope)}</p>',
+        "</header><main>",
+    ]
+    if data.empty:
+        parts.append(
+            '<p class="empty" id="empty">This database holds no catalog yet: no sync or backfill '
+            "has succeeded. Run <code>etl sync</code> (or <code>etl backfill</code>), then "
+            "<code>etl report</code> again.</p>"
+        )
+    else:
+        parts += _body(data)
+    parts.append(f"</main><footer>etl {escape(__version__)} · etl report</footer></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _body(data: ReportData) -> list[str]:
+    last = data.last_run
+    parts = [
+        '<div class="stats">',
+        _stat(f"{data.models_now:,}", "models in the catalog now"),
+        _stat(f"{data.runs_succeeded:,}", "successful runs"),
+        _stat(_day(last["observed_at"]) if last else "never", "catalog last observed (UTC)"),
+        _stat(f"{data.changes_total:,}", "changes" + (" in range" if data.since else "")),
+        "</div>",
+        '<div class="grid">',
+        _panel(
+            "Catalog size over time",
+            size_chart(data.sizes) if data.sizes else _none("no successful run in range"),
+            "Models present at the end of each UTC day with a successful run "
+            "(view catalog_size_by_day).",
+        ),
+        _panel(
+            "Changes per run",
+            (changes_chart(data.runs) + _legend(KIND_COLOURS.items()))
+            if data.runs
+            else _none("no changes in range"),
+            _limited("runs that changed something", len(data.runs), data.runs_with_changes)
+            + " (view catalog_changes).",
+        ),
+        _panel(
+            "Models by provider",
+            count_chart("providers", "Current models by provider", data.providers)
+            if data.providers
+            else _none("no models in the catalog"),
+            "Models present now (view current_models).",
+        ),
+        _panel(
+            "Models by lifecycle status",
+            count_chart("lifecycle", "Current models by lifecycle status", data.lifecycles)
+            if data.lifecycles
+            else _none("no models in the catalog"),
+            "Models present now (view current_models).",
+        ),
+        "</div>",
+        '<div class="panel"><h2>Price changes</h2>',
+    ]
+    if data.prices:
+        parts.append('<div class="prices">')
+        for series in data.prices:
+            legend = _legend(zip(series.steps, itertools.cycle(PALETTE), strict=False))
+            parts.append(
+                f'<div class="panel"><h3><a href="#model-{escape(series.model_uuid)}">'
+                f"{escape(series.model_id)}</a></h3>{price_chart(series)}{legend}</div>"
+            )
+        parts.append("</div>")
+        parts.append(
+            '<p class="note">'
+            + _limited("models whose price changed", len(data.prices), data.repriced_models)
+            + "; each line is one price key, per million tokens unless its name says otherwise "
+            "(model_change_fields, model_pricing).</p>"
+        )
+    else:
+        parts.append(_none("no price changed in range"))
+    parts.append("</div>")
+    parts += _changes_table(data)
+    parts += _model_sections_html(data.models)
+    return parts
+
+
+def _stat(value: str, label: str) -> str:
+    return f'<div class="stat"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
+
+
+def _panel(title: str, content: str, note: str) -> str:
+    return (
+        f'<section class="panel"><h2>{escape(title)}</h2>{content}'
+        f'<p class="note">{escape(note)}</p></section>'
+    )
+
+
+def _none(why: str) -> str:
+    return f'<p class="none">{escape(why.capitalize())}.</p>'
+
+
+def _limited(what: str, shown: int, total: int) -> str:
+    return f"All {total} {what}" if shown >= total else f"The latest {shown} of {total} {what}"
+
+
+def _legend(items: Iterable[tuple[str, str]]) -> str:
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><i class="swatch" style="background:{escape(colour)}"></i>{escape(name)}</span>'
+            for name, colour in items
+        )
+        + "</div>"
+    )
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "∅"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return _clip(text, 60)
+
+
+def _fields(changes: Any) -> str:
+    if not isinstance(changes, dict) or not changes:
+        return ""
+    items = sorted(changes.items())
+    shown = []
+    for path, change in items[:MAX_FIELDS_SHOWN]:
+        old, new = (
+            (change.get("old"), change.get("new")) if isinstance(change, dict) else (None, None)
+        )
+        shown.append(f"<code>{escape(path)}</code>: {escape(_value(old))} → {escape(_value(new))}")
+    more = len(items) - MAX_FIELDS_SHOWN
+    if more > 0:
+        shown.append(f"and {more} more")
+    return "<br>".join(shown)
+
+
+def _changes_table(data: ReportData) -> list[str]:
+    parts = ['<section class="panel" id="changes"><h2>Latest changes</h2>']
+    if not data.changes:
+        return [*parts, _none("no changes in range"), "</section>"]
+    parts.append(
+        "<table><thead><tr><th>observed</th><th>run</th><th>kind</th><th>model</th>"
+        "<th>what changed</th></tr></thead><tbody>"
+    )
+    for row in data.changes:
+        uuid = row["model_uuid"]
+        label = row["model_id"] or uuid
+        name = (
+            f'<br><span class="sub">{escape(row["model_name"])}</span>' if row["model_name"] else ""
+        )
+        parts.append(
+            f'<tr><td class="time">{escape(format_instant(row["observed_at"]))}</td>'
+            f"<td>{row['run_id']}</td>"
+            f'<td><span class="kind kind-{escape(row["kind"])}">{escape(row["kind"])}</span></td>'
+            f'<td><a href="#model-{escape(uuid)}">{escape(label)}</a>{name}</td>'
+            f"<td>{_fields(row['changes'])}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    parts.append(
+        f'<p class="note">{escape(_limited("changes", len(data.changes), data.changes_total))}, '
+        "newest first (view catalog_changes).</p></section>"
+    )
+    return parts
+
+
+def _model_sections_html(sections: Sequence[ModelSection]) -> list[str]:
+    if not sections:
+        return []
+    parts = ['<section class="panel" id="models"><h2>Model histories</h2>']
+    for model in sections:
+        state = (
+            f"removed {format_instant(model.removed_at)}" if model.removed_at else "in the catalog"
+        )
+        facts = " · ".join(
+            escape(v) for v in (model.name, model.provider, model.lifecycle_status, state) if v
+        )
+        parts.append(
+            f'<section class="model" id="model-{escape(model.uuid)}">'
+            f"<h3>{escape(model.model_id)}</h3>"
+            f'<p class="sub">{facts} · <code>{escape(model.uuid)}</code></p>'
+            "<table><thead><tr><th>valid from</th><th>valid to</th><th>run</th><th>kind</th>"
+            "<th>version</th><th>name</th><th>lifecycle</th><th>changed fields</th></tr>"
+            "</thead><tbody>"
+        )
+        for row in model.history:
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="time">{escape(format_instant(row[key]) or "current")}</td>'
+                    for key in ("valid_from", "valid_to")
+                )
+                + "".join(
+                    f"<td>{escape(str(row[key]) if row[key] is not None else '')}</td>"
+                    for key in ("opened_by_run", "kind", "version", "name", "lifecycle_status")
+                )
+                + f"<td>{escape(', '.join(row['changed_fields']))}</td></tr>"
+            )
+        parts.append("</tbody></table></section>")
+    parts.append("</section>")
+    return parts
+
+
+def build_report(engine: Engine | None, *, source: str, since: datetime | None = None) -> str:
+    """Reads the database and renders the page (see :func:`collect` and :func:`render`)."""
+    return render(collect(engine, source=source, since=since))
+
+
+def write_report(html: str, output: str | os.PathLike[str]) -> Path:
+    """Writes the page atomically (a temporary file renamed into place).
+
+    Returns:
+        The file's absolute path.
+
+    Raises:
+        ConfigError: The file cannot be written there.
+    """
+    path = Path(output).expanduser().absolute()
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(html)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from a web server
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    return path
