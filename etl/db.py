@@ -13,10 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from etl.config import DEFAULT_DATABASE_URL
-from etl.errors import DatabaseError
+from etl.errors import ConfigError, DatabaseError
 
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}  # fmt: skip
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds SQLite waits for a lock another connection holds (ETL_SQLITE_BUSY_TIMEOUT overrides)."""
 
 
 def database_url_from_env() -> str:
@@ -50,7 +52,7 @@ def create_engine(url: str) -> Engine:
     parsed = parse_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": sqlite_busy_timeout()}
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except ImportError as exc:
@@ -61,6 +63,26 @@ def create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def sqlite_busy_timeout() -> float:
+    """How long SQLite waits for another connection's lock before failing with exit 6.
+
+    ETL_SQLITE_BUSY_TIMEOUT (seconds) overrides the default of 30, e.g. for tests.
+
+    Raises:
+        ConfigError: The variable is not a non-negative number.
+    """
+    raw = os.environ.get("ETL_SQLITE_BUSY_TIMEOUT", "").strip()
+    if not raw:
+        return SQLITE_BUSY_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"ETL_SQLITE_BUSY_TIMEOUT={raw!r} is not a number of seconds")
+    return seconds
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

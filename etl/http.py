@@ -244,19 +244,31 @@ class Fetcher:
             raise TransientError(f"connection broken mid-body on {shown}") from None
         if status in (401, 403):
             raise AuthError(
-                f"the API refused the token (HTTP {status}: {_error_message(body)}); "
+                f"the API refused the token (HTTP {status}: {self._error_message(body)}); "
                 "check DIGITALOCEAN_ACCESS_TOKEN or --token-file"
             )
         if status >= 500:
-            raise ApiUnavailableError(f"GET {shown}: HTTP {status}: {_error_message(body)}")
+            raise ApiUnavailableError(f"GET {shown}: HTTP {status}: {self._error_message(body)}")
         if status != 200:
-            raise InvalidResponseError(f"GET {shown}: HTTP {status}: {_error_message(body)}")
+            raise InvalidResponseError(f"GET {shown}: HTTP {status}: {self._error_message(body)}")
         try:
             payload, hashes = parse_page(body)
         except (ValueError, UnicodeDecodeError):
-            start = truncate(body.decode("utf-8", "replace"), 80)
+            start = truncate(self._unsecret(body.decode("utf-8", "replace")), 80)
             raise InvalidResponseError(f"GET {shown}: not JSON: {start!r}") from None
+        except RecursionError:  # json.loads recurses once per level of nesting
+            raise InvalidResponseError(f"GET {shown}: JSON nested too deeply to parse") from None
         return Fetched(shown, status, body, payload, datetime.now(UTC), hashes)
+
+    def _unsecret(self, text: str) -> str:
+        """``text`` with the bearer token masked, for a server that echoes it back."""
+        header = str(self.session.headers.get("Authorization", ""))
+        token = header.removeprefix("Bearer ").strip()
+        return text.replace(token, "***") if token else text
+
+    def _error_message(self, body: bytes) -> str:
+        """A short, token-free summary of an error body."""
+        return _error_message(body, self._unsecret)
 
     def _read(self, resp: requests.Response, shown: str) -> bytes:
         declared = resp.headers.get("Content-Length", "")
@@ -294,11 +306,11 @@ class Fetcher:
         return wait
 
 
-def _error_message(body: bytes) -> str:
+def _error_message(body: bytes, unsecret: Callable[[str], str]) -> str:
     try:
         data = json.loads(body)
         if isinstance(data, dict) and "message" in data:
-            return truncate(f"{data.get('id', 'error')}: {data['message']}")
+            return truncate(unsecret(f"{data.get('id', 'error')}: {data['message']}"))
     except ValueError:
         pass
-    return truncate(body.decode("utf-8", "replace")) or "empty body"
+    return truncate(unsecret(body.decode("utf-8", "replace"))) or "empty body"

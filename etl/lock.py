@@ -8,6 +8,7 @@ never left behind.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import schema
-from etl.errors import LockHeldError
+from etl.errors import DatabaseError, LockHeldError
 
 ADVISORY_KEY = 0x65746C5F73796E63
 """``etl_sync`` as a number: PostgreSQL's advisory lock key (scoped to the database)."""
@@ -75,17 +76,21 @@ def _file_lock(engine: Engine) -> Iterator[bool]:
     if not database or database == ":memory:":
         yield True
         return
-    handle: IO[Any] = open(f"{database}.lock", "a+")  # noqa: SIM115 - held until the run ends
+    path = f"{database}.lock"
+    try:
+        handle: IO[Any] = open(path, "a+")  # noqa: SIM115 - held until the run ends
+    except OSError as exc:  # a missing or read-only folder: the database cannot be written
+        raise DatabaseError(f"cannot open {path} for the run lock: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        # The pid only helps a person looking; unbuffered, so a full disk cannot fail the close.
+        with contextlib.suppress(OSError):
+            os.ftruncate(handle.fileno(), 0)
+            os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
         yield True
     finally:
         handle.close()

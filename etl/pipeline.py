@@ -524,7 +524,12 @@ def _record_failure(
     engine: Engine, run_id: int, exc: BaseException, requests: int, retries: int
 ) -> None:
     status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
-    error = str(exc) if isinstance(exc, EtlError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        error = "interrupted (SIGINT)"  # str(KeyboardInterrupt()) is empty
+    elif isinstance(exc, EtlError | Interrupted):
+        error = str(exc)
+    else:
+        error = f"{type(exc).__name__}: {exc}"
     try:
         with engine.begin() as conn:
             finish_run(
