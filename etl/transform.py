@@ -227,7 +227,11 @@ class _Coercer:
         except ValueError:
             self._warn(name, value, "not a valid date")
             return None
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0
+            self._warn(name, value, "out of range")
+            return None
 
     def mapping(self, name: str, value: Any) -> dict[str, Any]:
         if _is_zero(value):
@@ -275,19 +279,23 @@ def flatten(model: Any) -> FlatModel:
         raise BadModel(f"model without a usable uuid (id {str(model.get('id'))[:60]!r})")
     # Normalising, hashing and storing ``raw`` all recurse: a model nested deeper than
     # MAX_DEPTH could crash them. Few brackets in its JSON prove it is not, cheaply.
+    too_deep = BadModel(f"model {uuid} is nested deeper than {MAX_DEPTH} levels")
     try:
-        text = json.dumps(model, ensure_ascii=False)
+        text = json.dumps(model, ensure_ascii=False, allow_nan=False)
     except RecursionError:
-        text = None
-    if text is None or (
-        text.count("{") + text.count("[") > MAX_DEPTH and _nested_deeper_than(model, MAX_DEPTH)
+        raise too_deep from None
+    except ValueError:  # NaN or an infinity
+        text = ""
+    if (not text or text.count("{") + text.count("[") > MAX_DEPTH) and _nested_deeper_than(
+        model, MAX_DEPTH
     ):
-        raise BadModel(f"model {uuid} is nested deeper than {MAX_DEPTH} levels")
-    if _LONE_SURROGATE.search(text):
-        # JSON may escape half a surrogate pair ("\ud800"); no database takes it, so even raw
-        # keeps U+FFFD in its place
-        model = _replace_lone_surrogates(model)
-        c.warnings.append("lone surrogates (invalid Unicode) replaced by U+FFFD, in raw too")
+        raise too_deep
+    if not text or _LONE_SURROGATE.search(text):
+        # Python's JSON parser takes NaN, infinities and half a surrogate pair ("\ud800"), but
+        # no database's JSON or text type does: even raw gets null or U+FFFD in their place.
+        model = _repaired(model)
+        c.warnings.append("NaN, infinity or lone surrogate replaced by null or U+FFFD in raw")
+        text = json.dumps(model, ensure_ascii=False)
     c.careful = "\\u0000" in text or len(text) > MAX_TEXT_BYTES // 4
 
     agreement_json = c.mapping("agreement", model.get("agreement"))
@@ -400,18 +408,23 @@ def _unstorable(text: str) -> str | None:
     """Why a string cannot go into a text column on every dialect, or None when it can."""
     if "\x00" in text:
         return "holds a NUL character (PostgreSQL cannot store it)"
+    if _LONE_SURROGATE.search(text):
+        return "not valid Unicode (a lone surrogate)"
     if len(text) > MAX_TEXT_BYTES // 4 and len(text.encode()) > MAX_TEXT_BYTES:
         return f"longer than {MAX_TEXT_BYTES} bytes"
     return None
 
 
-def _replace_lone_surrogates(value: Any) -> Any:
+def _repaired(value: Any) -> Any:
+    """``value`` with lone surrogates replaced by U+FFFD and non-finite numbers by None."""
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
-        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+        return {_repaired(key): _repaired(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_replace_lone_surrogates(item) for item in value]
+        return [_repaired(item) for item in value]
     return value
 
 
@@ -460,5 +473,6 @@ def snapshot_digest(models: Iterable[tuple[str, str]]) -> str:
     """A digest of a whole snapshot from its (uuid, content hash) pairs, in any order."""
     digest = hashlib.sha256()
     for uuid, content in sorted(models):
-        digest.update(f"{uuid}={content};".encode())
+        # surrogatepass: a listed uuid may hold half a surrogate pair (the model is skipped)
+        digest.update(f"{uuid}={content};".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()

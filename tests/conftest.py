@@ -21,6 +21,8 @@ from etl import db, schema
 from etl.cli import cli
 from tests.catalog import make_catalog
 
+pytest_plugins = ["tests.reliability"]  # writes docs/RELIABILITY.md (ETL_WRITE_RELIABILITY=1)
+
 TOKEN = "dop_v1_SECRETTOKEN0123456789abcdef"
 """A recognisable token: tests assert it never shows up anywhere."""
 
