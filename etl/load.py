@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from etl import schema
 from etl.transform import (
     MAX_SHORT,
+    MAX_TEXT_BYTES,
     FlatModel,
     canonical_json,
     changed_fields,
@@ -314,7 +315,7 @@ class CatalogWriter:
         if rows:
             self.conn.execute(schema.model_changes.insert(), rows)
         fields = {
-            (uuid, path[:MAX_SHORT]): values
+            (uuid, path.replace("\x00", "\\u0000")[:MAX_SHORT]): values
             for uuid, _, changes in events
             for path, values in (changes or {}).items()
         }
@@ -440,9 +441,13 @@ class CatalogWriter:
                 sa.update(models).where(models.c.uuid.in_(part)).values(removed_at=when)
             )
 
+    def missing(self, seen: set[str]) -> list[str]:
+        """Present models that ``seen`` lacks: what :meth:`mark_removed` would remove."""
+        return sorted(u for u, known in self.known.items() if not known[1] and u not in seen)
+
     def mark_removed(self, seen: set[str]) -> None:
         """Sets ``removed_at`` on every present model that a complete listing did not contain."""
-        gone = sorted(u for u, known in self.known.items() if not known[1] and u not in seen)
+        gone = self.missing(seen)
         self.counts.removed += len(gone)
         for uuid in gone:
             self.known[uuid] = (self.known[uuid][0], True, self.known[uuid][2])
@@ -457,10 +462,16 @@ def _agreement_order(values: tuple[Any, ...]) -> tuple[str, ...]:
 
 
 def _json_text(value: Any) -> str | None:
-    """A changed value as text: strings as they are, anything else as JSON."""
-    if value is None or isinstance(value, str):
-        return value
-    return canonical_json(value)
+    """A changed value as text every dialect stores: strings as they are, anything else as
+    JSON; NUL written as ``\\u0000`` (PostgreSQL text refuses it) and cut to a TEXT column's
+    64 KB (MariaDB's limit) with a trailing ``...``."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else canonical_json(value)
+    text = text.replace("\x00", "\\u0000")
+    if len(text) > MAX_TEXT_BYTES // 4 and len(text.encode()) > MAX_TEXT_BYTES:
+        text = text.encode()[: MAX_TEXT_BYTES - 3].decode("utf-8", "ignore") + "..."
+    return text
 
 
 def start_run(

@@ -298,7 +298,7 @@ def _load(
             reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
             raise CatalogShiftedError(f"the catalog changed while paging ({reason})")
         if listing.complete and not settings.filtered:
-            writer.mark_removed(listing.uuids)
+            writer.mark_removed(_confirmed_present(listing, writer, settings))
         elif not settings.filtered:
             log.warning(
                 "the listing is not provably complete (%d distinct models, meta.total %s); "
@@ -326,6 +326,29 @@ def _load(
                 **asdict(writer.counts),
             )
     return writer.counts
+
+
+def _confirmed_present(listing: Listing, writer: CatalogWriter, settings: Settings) -> set[str]:
+    """The models a complete listing proves present, checked once more before any removal.
+
+    A deletion and an addition while we page keep ``meta.total`` and leave no duplicate, yet
+    the model that slid onto an already fetched page was never seen. So a run that would remove
+    models lists the catalog again and removes only those missing from both listings: one more
+    listing, and only on runs that remove something. An empty catalog removes nothing.
+    """
+    missing = writer.missing(listing.uuids)
+    if not missing:
+        return listing.uuids
+    if not listing.uuids:
+        log.warning("the API listed no models at all; nothing is marked removed")
+        return set(writer.known)
+    log.info(
+        "%d models missing; listing again to confirm before marking them removed", len(missing)
+    )
+    again = Listing(listing.fetcher, settings.api_url, settings.per_page)
+    for _ in again:
+        pass
+    return listing.uuids | again.uuids
 
 
 def _save_usecases(

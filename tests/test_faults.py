@@ -78,6 +78,8 @@ def updated(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 NEXT = updated(CATALOG)
+CONFIRM = [1, 2, 3]
+"""NEXT removes a model, so a recovered sync lists the catalog once more to confirm it."""
 
 
 # -- comparing databases ----------------------------------------------------------------------
@@ -319,8 +321,8 @@ def test_429_with_retry_after_seconds(harness: Harness, run_etl: Any) -> None:
     harness.api.faults.append(Fault.rate_limited(retry_after="7", page=2))
     run = harness.assert_recovered(harness.sync())
     assert run_etl.waits == [7.0]
-    assert pages(harness.api) == [1, 2, 2, 3]
-    assert (run["requests"], run["retries"]) == (4, 1)
+    assert pages(harness.api) == [1, 2, 2, 3, *CONFIRM]
+    assert (run["requests"], run["retries"]) == (7, 1)
 
 
 @HTTP_ONLY
@@ -374,7 +376,7 @@ def test_server_error_burst_shorter_than_the_budget(harness: Harness, status: in
     harness.api.faults.append(Fault.server_error(status, page=2, times=MAX_RETRIES))
     run = harness.assert_recovered(harness.sync())
     assert run["retries"] == MAX_RETRIES
-    assert pages(harness.api) == [1, 2, 2, 2, 2, 3]
+    assert pages(harness.api) == [1, 2, 2, 2, 2, 3, *CONFIRM]
 
 
 @pytest.mark.parametrize(
@@ -397,7 +399,7 @@ def test_server_error_burst_longer_than_the_budget(harness: Harness, status: int
 def test_connection_reset_before_the_body(harness: Harness) -> None:
     harness.api.faults.append(Fault(action="reset", page=2, times=2))
     harness.assert_recovered(harness.sync())
-    assert pages(harness.api) == [1, 2, 2, 2, 3]
+    assert pages(harness.api) == [1, 2, 2, 2, 3, *CONFIRM]
 
 
 @HTTP_ONLY
@@ -405,7 +407,7 @@ def test_connection_reset_before_the_body(harness: Harness) -> None:
 def test_connection_reset_mid_body(harness: Harness) -> None:
     harness.api.faults.append(Fault(action="reset_mid_body", page=2, times=2))
     harness.assert_recovered(harness.sync())
-    assert pages(harness.api) == [1, 2, 2, 2, 3]
+    assert pages(harness.api) == [1, 2, 2, 2, 3, *CONFIRM]
 
 
 @HTTP_ONLY
@@ -421,7 +423,7 @@ def test_connection_reset_on_every_attempt(harness: Harness) -> None:
 def test_read_timeout(harness: Harness) -> None:
     harness.api.faults.append(Fault(action="delay", delay=2.0, page=2))
     harness.assert_recovered(harness.sync_with(read_timeout=0.25))
-    assert pages(harness.api) == [1, 2, 2, 3]
+    assert pages(harness.api) == [1, 2, 2, 3, *CONFIRM]
 
 
 @HTTP_ONLY
@@ -551,7 +553,7 @@ def test_per_page_ignored(harness: Harness) -> None:
     run = harness.assert_recovered(
         harness.sync("--per-page", "200"), clean_content(CATALOG, bigger)
     )
-    assert pages(harness.api) == [1, 2]
+    assert pages(harness.api) == [1, 2, 1, 2]  # the listing, then the one confirming a removal
     assert all(r.query["per_page"] == ["200"] for r in harness.api.requests)
     assert run["pages"] == 2
 
@@ -596,7 +598,7 @@ def _bump(name: str) -> Callable[[dict[str, Any]], None]:
 def test_meta_changing_between_pages_once(harness: Harness, meta: str) -> None:
     harness.api.transform = on_page(2, _bump(meta), listings=1)
     harness.assert_recovered(harness.sync())
-    assert pages(harness.api).count(1) == 2
+    assert pages(harness.api).count(1) == 3  # the second listing, then the confirmation
 
 
 @pytest.mark.parametrize("meta", ["total", "pages"])
@@ -643,7 +645,7 @@ def last_to_front(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_shift_with_a_duplicate_relists_and_recovers(harness: Harness) -> None:
     harness.api.transform = shift_after_page_1(harness.api, last_to_front, times=1)
     harness.assert_recovered(harness.sync())
-    assert pages(harness.api) == [1, 2, 3, 1, 2, 3]
+    assert pages(harness.api) == [1, 2, 3, 1, 2, 3, *CONFIRM]
 
 
 @pytest.mark.scenario(
@@ -668,12 +670,6 @@ def test_shift_that_never_stops_fails_cleanly(harness: Harness) -> None:
     assert "in each of 3 listings; nothing was written" in outcome.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a deletion and an addition while paging keep meta.total and leave no duplicate, so "
-    "the listing looks complete and the model that slid onto a fetched page is marked removed "
-    "(needs a second listing to confirm removals: etl/pipeline.py)",
-)
 @pytest.mark.scenario(
     "the catalog shifts while paging with meta.total unchanged (one model deleted, one added)",
     outcome="recovered",
@@ -685,19 +681,14 @@ def test_shift_that_keeps_the_total_marks_no_false_removal(harness: Harness) -> 
         return [*models[1:], newcomer]
 
     harness.api.transform = shift_after_page_1(harness.api, swap, times=1)
-    expected = clean_content(CATALOG, [*NEXT[1:], newcomer])
+    # the confirming listing sees the catalog unshifted: nothing either listing saw is removed
+    expected = clean_content(CATALOG, [*NEXT, newcomer])
     harness.assert_recovered(harness.sync(), expected)
 
 
 # -- bad models (issue 5 section 2) -------------------------------------------------------------
 
 BAD_DATA = "Bad models"
-
-
-def known_gap(request: pytest.FixtureRequest, reason: str) -> None:
-    """Marks the test an expected failure on this dialect, strictly: once the bug is fixed, the
-    test passes and the mark must go."""
-    request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 def models_row(engine: sa.Engine, uuid: str) -> dict[str, Any]:
@@ -833,12 +824,6 @@ def test_new_model_with_bad_values_is_stored_with_warnings(
 def test_changed_model_with_bad_values_is_stored_with_warnings(
     harness: Harness, engine: sa.Engine, db_url: str, request: pytest.FixtureRequest
 ) -> None:
-    if db_url.startswith("mysql"):
-        known_gap(
-            request,
-            "model_change_fields.old_value/new_value are TEXT (64 KB on MariaDB) and get the "
-            "100 KB description whole: Data too long, exit 6 (etl/load.py _json_text)",
-        )
     target = NEXT[0]
     changed = {**target, **WRONG_TYPES, **ABSURD_NUMBERS, **HUGE_STRINGS, "name": "n" * 300}
     outcome, run = sync_with_bad_models(harness, [changed], replace=True)
@@ -860,12 +845,6 @@ def test_changed_model_with_bad_values_is_stored_with_warnings(
 def test_model_with_unstorable_values_is_stored_with_warnings(
     harness: Harness, engine: sa.Engine, db_url: str, which: str, request: pytest.FixtureRequest
 ) -> None:
-    if which == "changed" and db_url.startswith("postgresql"):
-        known_gap(
-            request,
-            "model_change_fields gets a changed value holding a NUL character as is, which "
-            "PostgreSQL text refuses: exit 6 (etl/load.py _json_text)",
-        )
     model = {**NEXT[0], **UNSTORABLE} if which == "changed" else make_model(41, **UNSTORABLE)
     models = [model, *NEXT[1:]] if which == "changed" else [*NEXT, model]
     # JSON with escapes, NaN and Infinity, as no serialiser would write: sent as bytes
@@ -890,13 +869,6 @@ def test_model_with_unstorable_values_is_stored_with_warnings(
 def test_values_differing_only_in_case_are_kept_apart(
     harness: Harness, engine: sa.Engine, db_url: str, request: pytest.FixtureRequest
 ) -> None:
-    if db_url.startswith("mysql"):
-        known_gap(
-            request,
-            "key columns use the server's case-insensitive, space-padding collation "
-            "(utf8mb4_general_ci): Vision, vision and 'vision ' collide in model_capabilities' "
-            "primary key, exit 6 (needs utf8mb4_bin on key columns: a migration)",
-        )
     model = make_model(42, capabilities=["vision", "Vision", "vision "])
     outcome, run = sync_with_bad_models(harness, [model])
     assert run["status"] == "succeeded", outcome.error

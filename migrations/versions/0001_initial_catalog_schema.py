@@ -20,6 +20,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _mysql_table() -> dict[str, str]:
+    """MariaDB/MySQL: a binary, no-pad collation, so keys that differ only in case or trailing
+    spaces ("Vision", "vision", "vision ") stay apart, as on SQLite and PostgreSQL."""
+    mariadb = getattr(op.get_bind().dialect, "is_mariadb", False)
+    collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
+    return {"mysql_charset": "utf8mb4", "mysql_collate": collation}
+
+
 def upgrade() -> None:
     op.create_table(
         "agreements",
@@ -29,6 +37,7 @@ def upgrade() -> None:
         sa.Column("url", sa.Text(), nullable=True),
         sa.Column("first_seen_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("uuid", name=op.f("pk_agreements")),
+        **_mysql_table(),
     )
     op.create_table(
         "sync_runs",
@@ -52,6 +61,7 @@ def upgrade() -> None:
         sa.Column("warnings", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_runs")),
+        **_mysql_table(),
     )
     with op.batch_alter_table("sync_runs", schema=None) as batch_op:
         batch_op.create_index(
@@ -95,6 +105,7 @@ def upgrade() -> None:
             name=op.f("fk_models_agreement_uuid_agreements"),
         ),
         sa.PrimaryKeyConstraint("uuid", name=op.f("pk_models")),
+        **_mysql_table(),
     )
     with op.batch_alter_table("models", schema=None) as batch_op:
         batch_op.create_index(
@@ -110,6 +121,7 @@ def upgrade() -> None:
             ["model_uuid"], ["models.uuid"], name=op.f("fk_model_capabilities_model_uuid_models")
         ),
         sa.PrimaryKeyConstraint("model_uuid", "capability", name=op.f("pk_model_capabilities")),
+        **_mysql_table(),
     )
     op.create_table(
         "model_endpoint_capabilities",
@@ -124,6 +136,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "model_uuid", "endpoint", "capability", name=op.f("pk_model_endpoint_capabilities")
         ),
+        **_mysql_table(),
     )
     op.create_table(
         "model_endpoints",
@@ -133,6 +146,7 @@ def upgrade() -> None:
             ["model_uuid"], ["models.uuid"], name=op.f("fk_model_endpoints_model_uuid_models")
         ),
         sa.PrimaryKeyConstraint("model_uuid", "endpoint", name=op.f("pk_model_endpoints")),
+        **_mysql_table(),
     )
     op.create_table(
         "model_modalities",
@@ -145,6 +159,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "model_uuid", "direction", "modality", name=op.f("pk_model_modalities")
         ),
+        **_mysql_table(),
     )
     op.create_table(
         "model_pricing",
@@ -155,6 +170,7 @@ def upgrade() -> None:
             ["model_uuid"], ["models.uuid"], name=op.f("fk_model_pricing_model_uuid_models")
         ),
         sa.PrimaryKeyConstraint("model_uuid", "price_key", name=op.f("pk_model_pricing")),
+        **_mysql_table(),
     )
     op.create_table(
         "model_reasoning_efforts",
@@ -166,6 +182,7 @@ def upgrade() -> None:
             name=op.f("fk_model_reasoning_efforts_model_uuid_models"),
         ),
         sa.PrimaryKeyConstraint("model_uuid", "effort", name=op.f("pk_model_reasoning_efforts")),
+        **_mysql_table(),
     )
     op.create_table(
         "model_settings",
@@ -182,6 +199,7 @@ def upgrade() -> None:
             ["model_uuid"], ["models.uuid"], name=op.f("fk_model_settings_model_uuid_models")
         ),
         sa.PrimaryKeyConstraint("model_uuid", "name", name=op.f("pk_model_settings")),
+        **_mysql_table(),
     )
     op.create_table(
         "model_versions",
@@ -202,6 +220,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "model_uuid", "major", "minor", "patch", name=op.f("pk_model_versions")
         ),
+        **_mysql_table(),
     )
 
 

@@ -20,6 +20,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _mysql_table() -> dict[str, str]:
+    """MariaDB/MySQL: a binary, no-pad collation, so keys that differ only in case or trailing
+    spaces ("Vision", "vision", "vision ") stay apart, as on SQLite and PostgreSQL."""
+    mariadb = getattr(op.get_bind().dialect, "is_mariadb", False)
+    collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
+    return {"mysql_charset": "utf8mb4", "mysql_collate": collation}
+
+
 def upgrade() -> None:
     op.create_table(
         "agreement_history",
@@ -48,6 +56,7 @@ def upgrade() -> None:
             name=op.f("fk_agreement_history_opened_by_run_sync_runs"),
         ),
         sa.PrimaryKeyConstraint("history_id", name=op.f("pk_agreement_history")),
+        **_mysql_table(),
     )
     with op.batch_alter_table("agreement_history", schema=None) as batch_op:
         batch_op.create_index(
@@ -71,6 +80,7 @@ def upgrade() -> None:
             ["run_id"], ["sync_runs.id"], name=op.f("fk_model_changes_run_id_sync_runs")
         ),
         sa.PrimaryKeyConstraint("change_id", name=op.f("pk_model_changes")),
+        **_mysql_table(),
     )
     with op.batch_alter_table("model_changes", schema=None) as batch_op:
         batch_op.create_index(
@@ -134,6 +144,7 @@ def upgrade() -> None:
             name=op.f("fk_model_history_opened_by_run_sync_runs"),
         ),
         sa.PrimaryKeyConstraint("history_id", name=op.f("pk_model_history")),
+        **_mysql_table(),
     )
     with op.batch_alter_table("model_history", schema=None) as batch_op:
         batch_op.create_index(
@@ -167,6 +178,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "run_id", "model_uuid", "path", name=op.f("pk_model_change_fields")
         ),
+        **_mysql_table(),
     )
     with op.batch_alter_table("model_change_fields", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_model_change_fields_path"), ["path"], unique=False)

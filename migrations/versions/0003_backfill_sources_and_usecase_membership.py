@@ -20,6 +20,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _mysql_table() -> dict[str, str]:
+    """MariaDB/MySQL: a binary, no-pad collation, so keys that differ only in case or trailing
+    spaces ("Vision", "vision", "vision ") stay apart, as on SQLite and PostgreSQL."""
+    mariadb = getattr(op.get_bind().dialect, "is_mariadb", False)
+    collation = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
+    return {"mysql_charset": "utf8mb4", "mysql_collate": collation}
+
+
 def upgrade() -> None:
     op.create_table(
         "model_usecases",
@@ -33,6 +41,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "model_uuid", "usecase", "first_seen_at", name=op.f("pk_model_usecases")
         ),
+        **_mysql_table(),
     )
     with op.batch_alter_table("model_usecases", schema=None) as batch_op:
         batch_op.create_index(
