@@ -206,9 +206,10 @@ def _hold_at(moment: str, api: FakeApi) -> tuple[list[str], Callable[[], bool]]:
         # Page 1's changes are written inside the run's open transaction.
         api.faults = [Fault(action="delay", delay=HOLD, page=2)]
         return [], lambda: any(r.page == 2 for r in api.requests)
-    # Held on the first usecase listing (the second request for a page 1): every catalog page
-    # is written and removals are marked, all uncommitted.
-    api.faults = [Fault(page=1), Fault(action="delay", delay=HOLD, page=1)]
+    # Held on the first usecase listing (the third request for a page 1, after the listing and
+    # the one confirming its removals): every catalog page is written and removals are marked,
+    # all uncommitted.
+    api.faults = [Fault(page=1), Fault(page=1), Fault(action="delay", delay=HOLD, page=1)]
     return ["--with-usecases"], lambda: any("usecases" in r.query for r in api.requests)
 
 
