@@ -142,6 +142,17 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
+SCHEMA_HEAD = "0004"
+"""The newest revision in migrations/versions (a test keeps the two equal). Checking a database
+against it needs no Alembic import, which would add a quarter second to every run."""
+
+
+def _stored_revision(connection: Connection) -> str | None:
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def check_schema(engine: Engine) -> bool:
     """Checks the schema is at head without changing anything.
 
@@ -153,6 +164,8 @@ def check_schema(engine: Engine) -> bool:
             is unreachable.
     """
     with engine.connect() as connection:
+        if _stored_revision(connection) == SCHEMA_HEAD:
+            return True
         current = current_revision(connection)
         tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
         empty = current is None and not tables

@@ -30,3 +30,7 @@ def test_upgrade_downgrade_upgrade(engine: sa.Engine) -> None:
     db.upgrade(engine)
     assert db.current(engine) == db.head_revision()
     assert {t.name for t in metadata.sorted_tables} <= set(sa.inspect(engine).get_table_names())
+
+
+def test_the_fast_schema_check_knows_the_newest_revision() -> None:
+    assert db.head_revision() == db.SCHEMA_HEAD
