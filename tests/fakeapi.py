@@ -18,7 +18,8 @@ takes any value of the ``apiModelUsecase`` enum (the parameter's own enum in the
 shorter copy); anything else gets a 400 ``bad_request``.
 
 Run as ``python -m tests.fakeapi --models N [--seed S] [--port P] [--token T]`` for benchmarks:
-it prints its base URL as the first line on stdout and serves until killed.
+it prints its base URL as the first line on stdout and serves until killed. ``--catalog-file PATH``
+serves the models of a JSON array instead (a catalog the caller generated or changed).
 """
 
 from __future__ import annotations
@@ -728,20 +729,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.fakeapi", description="Serve a fake GenAI list-models API."
     )
-    parser.add_argument("--models", type=int, required=True, help="catalog size")
+    parser.add_argument("--models", type=int, help="catalog size (with --catalog-file: at most)")
     parser.add_argument("--seed", type=int, default=0, help="catalog seed (default 0)")
+    parser.add_argument(
+        "--catalog-file", metavar="PATH", help="serve the models of this JSON array instead"
+    )
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help=f"token (default {DEFAULT_TOKEN})")
     args = parser.parse_args(argv)
+    if args.catalog_file is not None:
+        with open(args.catalog_file, encoding="utf-8") as handle:
+            models = json.load(handle)
+        if not isinstance(models, list):
+            parser.error(f"--catalog-file {args.catalog_file}: not a JSON array of models")
+        models = models if args.models is None else models[: args.models]
+    elif args.models is None:
+        parser.error("one of --models or --catalog-file is required")
+    else:
+        models = make_catalog(args.models, seed=args.seed)
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, terminate)
-    api = FakeApi(make_catalog(args.models, seed=args.seed), token=args.token, port=args.port)
+    api = FakeApi(models, token=args.token, port=args.port)
     with api:
         print(api.url, flush=True)
-        print(f"serving {args.models} models at {api.url}{MODELS_PATH}", file=sys.stderr)
+        print(f"serving {len(models)} models at {api.url}{MODELS_PATH}", file=sys.stderr)
         try:
             while True:
                 time.sleep(3600)
