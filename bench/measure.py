@@ -202,7 +202,7 @@ class Scratch:
         """The URL of an empty database called ``name`` (emptied if it existed)."""
         if dialect == "sqlite":
             path = self.workdir / f"{name}.db"
-            for suffix in ("", "-wal", "-shm", "-journal"):
+            for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             return f"sqlite:///{path}"
         if dialect != "postgresql":
@@ -217,7 +217,7 @@ class Scratch:
         """Removes one database made by :meth:`new`."""
         if url.startswith("sqlite:///"):
             path = url.removeprefix("sqlite:///")
-            for suffix in ("", "-wal", "-shm", "-journal"):
+            for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             return
         from sqlalchemy.engine import make_url
