@@ -91,11 +91,14 @@ def targets(results: Results) -> list[Target]:
                 limits = results.limits.get((dialect, size))
                 if samples is None or limits is None:
                     continue
-                ratio = _ratio(samples.wall, limits.limit(scenario))
+                limit = limits.limit(scenario)
+                ratio = _ratio(samples.in_process, limit)
+                whole = _ratio(samples.wall, limits.limit(scenario, whole_process=True))
                 found.append(
                     Target(
                         f"{goal}, {_db(dialect)}, N={size:,}",
-                        f"{_x(ratio)} ({_s(samples.wall)} s vs {_s(limits.limit(scenario))} s)",
+                        f"{_x(ratio)} ({_s(samples.in_process)} s vs {_s(limit)} s; "
+                        f"whole processes {_x(whole)})",
                         None if ratio is None else ratio <= bound,
                     )
                 )
@@ -239,15 +242,19 @@ def _syncs(results: Results) -> list[str]:
         "",
         f"Whole `python -m etl sync --per-page {results.config['per_page']}` processes against "
         "the fake API on 127.0.0.1 (wall time from spawn to exit, interpreter start included; "
-        "in-process = the `duration_s` etl reports). Limit: fetch-only for the no-op re-sync, "
-        "fetch-only + write-only for the first sync, fetch-only + write-changed for the 5% "
-        "re-sync; ratio = wall / limit.",
+        "in-process = the `duration_s` etl reports: all of `run_sync`, from opening the "
+        "database to the commit). Limit: fetch-only for the no-op re-sync, fetch-only + "
+        "write-only for the first sync, fetch-only + write-changed for the 5% re-sync. "
+        "Ratio = in-process / limit, the loops' own times (what the targets judge); ratio whole = "
+        "wall / whole limit, where the fetch-only loop is timed as a process of its own "
+        "(interpreter start and `import requests` included), so both sides pay a start-up.",
         "",
     ]
     rows = []
     for (dialect, size, scenario), samples in results.syncs.items():
         limits = results.limits.get((dialect, size))
         limit = limits.limit(scenario) if limits else None
+        whole = limits.limit(scenario, whole_process=True) if limits else None
         typical = samples.typical()
         requests = typical.summary.get("requests") if typical else None
         rows.append(
@@ -260,14 +267,15 @@ def _syncs(results: Results) -> list[str]:
                 str(requests if requests is not None else "-"),
                 _s(samples.rss, 0),
                 _s(limit),
-                _x(_ratio(samples.wall, limit)),
                 _x(_ratio(samples.in_process, limit)),
+                _s(whole),
+                _x(_ratio(samples.wall, whole)),
                 str(len(samples.runs)),
             ]
         )
     out += _table(
         ["database", "models", "scenario", "wall s", "in-process s", "requests",
-         "peak RSS MiB", "limit s", "ratio", "ratio in-process", "runs"],
+         "peak RSS MiB", "limit s", "ratio", "whole limit s", "ratio whole", "runs"],
         rows,
     )  # fmt: skip
     out += [
@@ -290,6 +298,7 @@ def _syncs(results: Results) -> list[str]:
                 _db(dialect),
                 f"{size:,}",
                 _s(limits.fetch_s),
+                _s(limits.fetch_process_s),
                 str(fetch.get("requests", "-")),
                 _s(fetch.get("bytes", 0) / 1024 / 1024, 1),
                 _s(limits.write_s),
@@ -299,7 +308,8 @@ def _syncs(results: Results) -> list[str]:
             ]
         )
     out += _table(
-        ["database", "models", "fetch-only s", "requests", "MiB fetched", "write-only s",
+        ["database", "models", "fetch-only s", "as a process s", "requests", "MiB fetched",
+         "write-only s",
          "rows", "write-changed s", "rows"],
         limit_rows,
     )  # fmt: skip

@@ -24,7 +24,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,12 +158,10 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _open_text(path: Path) -> Iterator[str]:
-    with path.open("rb") as raw:
-        magic = raw.read(2)
-    opener = gzip.open if magic == _GZIP_MAGIC else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        yield from handle
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it is gzip."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if data.startswith(_GZIP_MAGIC) else data
 
 
 def date_snapshot(path: Path, as_of: datetime | None) -> Snapshot:
@@ -184,19 +183,28 @@ def date_snapshot(path: Path, as_of: datetime | None) -> Snapshot:
     return Snapshot(path, mtime, "mtime")
 
 
+_FETCHED_AT = re.compile(rb'\s*\{"fetched_at":\s*"([^"\\]*)"')
+_HEAD_BYTES = 256
+"""Enough of a file to hold its first record's ``fetched_at``, as ArchiveWriter writes it."""
+
+
 def _first_fetched_at(path: Path) -> datetime | None:
+    """The ``fetched_at`` of a file's first archive record, read from its first bytes only."""
     try:
-        for line in _open_text(path):
-            line = line.strip()
-            if not line:
-                continue
-            if not line.startswith('{"fetched_at"'):
+        with path.open("rb") as raw:
+            magic = raw.read(2)
+        opener: Any = gzip.open if magic == _GZIP_MAGIC else open
+        with opener(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+            match = _FETCHED_AT.match(head)
+            if match:
+                return _parse_time(match.group(1).decode("ascii", "replace"))
+            if not head.lstrip().startswith(b'{"fetched_at"'):
                 return None
-            record = json.loads(line)
-            return _parse_time(record.get("fetched_at"))
-    except (OSError, UnicodeDecodeError, ValueError, EOFError, gzip.BadGzipFile):
+            line = (head + handle.readline()).strip()  # written by hand: parse the record
+        return _parse_time(json.loads(line).get("fetched_at"))
+    except (OSError, UnicodeDecodeError, ValueError, EOFError, AttributeError):
         return None
-    return None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -227,40 +235,94 @@ def read_snapshot(path: Path) -> SnapshotContent:
     Raises:
         BadSnapshot: Unreadable, not JSON, empty, or not of a shape listed in this module's doc.
     """
-    try:
-        text = "".join(_open_text(path))
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise BadSnapshot(f"cannot read it ({exc})") from None
-    except UnicodeDecodeError:
-        raise BadSnapshot("not UTF-8 text") from None
-    if not text.strip():
-        raise BadSnapshot("empty")
-    try:
-        whole, hashes = parse_page(text)
-    except ValueError:
-        items = _json_lines(text)
-    else:
+    return SnapshotReader().read(path)
+
+
+_BODY = b',"body":'
+_Parsed = tuple[Any, list[str] | None]
+
+
+class SnapshotReader:
+    """Reads snapshot files one after another, parsing each distinct page once.
+
+    An archive of hourly runs repeats the same response bodies for as long as the catalog does
+    not change. A line whose bytes (after its record's own ``fetched_at`` and ``url``) equal
+    the same line of the file read just before is taken from that file's parse: comparing bytes
+    costs a fraction of parsing them. Only the previous file's lines are kept.
+    """
+
+    def __init__(self) -> None:
+        self._previous: list[tuple[bytes, _Parsed]] = []
+        self._current: list[tuple[bytes, _Parsed]] = []
+
+    def read(self, path: Path) -> SnapshotContent:
+        """Reads one snapshot file (see :func:`read_snapshot`)."""
+        self._current = []
+        try:
+            return self._read(path)
+        finally:
+            self._previous = self._current
+
+    def _read(self, path: Path) -> SnapshotContent:
+        try:
+            data = _read_bytes(path)
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise BadSnapshot(f"cannot read it ({exc})") from None
+        if not data.strip():
+            raise BadSnapshot("empty")
+        if data.lstrip().startswith(b'{"fetched_at"'):  # our archive: JSON lines
+            return _from_items(self._json_lines(data))
+        try:
+            whole, hashes = parse_page(data)
+        except UnicodeDecodeError:
+            raise BadSnapshot("not UTF-8 text") from None
+        except ValueError:
+            return _from_items(self._json_lines(data))
         if isinstance(whole, list):
             return _from_models(whole, hashes)
-        items = [(whole, hashes)]
-    return _from_items(items)
+        return _from_items([(whole, hashes)])
 
+    def _json_lines(self, data: bytes) -> list[_Parsed]:
+        items = []
+        for number, line in enumerate(data.split(b"\n"), 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                items.append(self._line(line))
+            except UnicodeDecodeError:
+                raise BadSnapshot("not UTF-8 text") from None
+            except ValueError:
+                raise BadSnapshot(f"invalid JSON on line {number}") from None
+        return items
 
-def _json_lines(text: str) -> list[tuple[Any, list[str] | None]]:
-    items = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        path = ("body", "models") if line.startswith('{"fetched_at"') else ("models",)
-        try:
-            item, hashes = parse_page(line, path)
-        except ValueError:
-            raise BadSnapshot(f"invalid JSON on line {number}") from None
-        if hashes is None and isinstance(item, dict) and "uuid" in item:
-            hashes = [raw_hash(line)]  # a line that is one model
-        items.append((item, hashes))
-    return items
+    def _line(self, line: bytes) -> _Parsed:
+        """One line: an archive record (head and body parsed apart), a response or a model."""
+        if not line.startswith(b'{"fetched_at"'):
+            item, hashes = self._parse(line, ("models",))
+            if hashes is None and isinstance(item, dict) and "uuid" in item:
+                hashes = [raw_hash(line.decode())]  # a line that is one model
+            return item, hashes
+        split = line.find(_BODY)
+        if split > 0 and line.endswith(b"}"):
+            try:
+                head = json.loads(line[:split] + b"}")
+                body = line[split + len(_BODY) : -1]
+                parsed, hashes = self._parse(body, ("models",))
+                return {**head, "body": parsed}, hashes
+            except ValueError:
+                pass  # not laid out as ArchiveWriter writes it: parse the record whole
+        return self._parse(line, ("body", "models"))
+
+    def _parse(self, text: bytes, path: tuple[str, ...]) -> _Parsed:
+        index = len(self._current)
+        previous = self._previous[index] if index < len(self._previous) else None
+        if previous is not None and previous[0] == text:
+            parsed = previous[1]
+        else:
+            parsed = parse_page(text, path)
+        self._current.append((text, parsed))
+        return parsed
 
 
 def _from_models(models: list[Any], hashes: list[str] | None) -> SnapshotContent:

@@ -6,9 +6,10 @@ rolls back the whole run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -47,34 +48,34 @@ def upsert(
     Uses the dialect's own statement: ``ON CONFLICT`` on SQLite and PostgreSQL, ``ON DUPLICATE
     KEY UPDATE`` on MariaDB/MySQL.
     """
-    if not rows:
-        return
-    update = list(update)
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(update)), list(rows))
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: sa.Table, update: tuple[str, ...]) -> Any:
+    """The upsert of ``table`` for ``dialect``, built once: building one costs more than a
+    small batch of rows takes to write."""
     keys = [column.name for column in table.primary_key.columns]
-    dialect = conn.dialect.name
     statement: Any
     if dialect in ("sqlite", "postgresql"):
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        statement = insert(table)
+        if dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite as native
+        else:
+            from sqlalchemy.dialects import postgresql as native  # type: ignore[no-redef]
+        statement = native.insert(table)
         if update:
-            statement = statement.on_conflict_do_update(
+            return statement.on_conflict_do_update(
                 index_elements=keys, set_={name: statement.excluded[name] for name in update}
             )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=keys)
-    elif dialect in ("mysql", "mariadb"):
+        return statement.on_conflict_do_nothing(index_elements=keys)
+    if dialect in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
         statement = mysql_insert(table)
-        names = update or keys[:1]  # updating a key to itself is MySQL's "do nothing"
-        statement = statement.on_duplicate_key_update(
-            {name: statement.inserted[name] for name in names}
-        )
-    else:  # pragma: no cover - guarded by db.parse_url's supported dialects
-        raise NotImplementedError(f"no upsert for dialect {dialect}")
-    conn.execute(statement, list(rows))
+        names = update or tuple(keys[:1])  # updating a key to itself is MySQL's "do nothing"
+        return statement.on_duplicate_key_update({name: statement.inserted[name] for name in names})
+    raise NotImplementedError(f"no upsert for dialect {dialect}")  # pragma: no cover
 
 
 @dataclass
@@ -93,7 +94,22 @@ _MODEL_UPDATE = [
     c.name for c in schema.models.columns if c.name not in ("uuid", "first_seen_at")
 ]  # fmt: skip
 _AGREEMENT_FIELDS = ("name", "description", "url")
+_AGREEMENT_FIRST_SEEN = (*_AGREEMENT_FIELDS, "first_seen_at")
 _HISTORY_FROM_MODEL = [name for name in schema.CONTENT_COLUMNS if name != "content_hash"]
+
+
+@dataclass
+class _Pending:
+    """What :meth:`CatalogWriter.save_models` decided and :meth:`CatalogWriter.flush` writes."""
+
+    new: list[FlatModel] = field(default_factory=list)
+    write: list[FlatModel] = field(default_factory=list)
+    opened: list[FlatModel] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    revived: list[str] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    placeholders: list[dict[str, Any]] = field(default_factory=list)
+    uuids: set[str] = field(default_factory=set)
 
 
 class CatalogWriter:
@@ -128,6 +144,7 @@ class CatalogWriter:
         self.seen: dict[str, str] = {}
         self.agreements_seen: dict[str, tuple[Any, ...]] = {}
         self.agreements_placed: set[str] = set()
+        self._pending = _Pending()
         if as_of is not None:
             self._fetch_state_as_of(as_of)
         elif sa.inspect(conn).has_table("models"):
@@ -141,10 +158,11 @@ class CatalogWriter:
 
     def _fetch_state(self) -> None:
         models = schema.models
-        for uuid, digest, removed_at, raw in self.conn.execute(
-            sa.select(models.c.uuid, models.c.content_hash, models.c.removed_at, models.c.raw_hash)
+        removed = models.c.removed_at.is_not(None)  # a flag, not a timestamp to parse per row
+        for uuid, digest, gone, raw in self.conn.execute(
+            sa.select(models.c.uuid, models.c.content_hash, removed, models.c.raw_hash)
         ):
-            self.known[uuid] = (digest, removed_at is not None, raw)
+            self.known[uuid] = (digest, bool(gone), raw)
         agreements = schema.agreements
         for row in self.conn.execute(sa.select(agreements)):
             self.agreements[row.uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
@@ -199,45 +217,57 @@ class CatalogWriter:
         return rest
 
     def save_models(self, flats: Sequence[FlatModel]) -> None:
-        """Saves one batch of flattened models: new and changed ones whole, others not at all.
+        """Saves flattened models: new and changed ones whole, others not at all.
 
-        Every change also closes and opens ``model_history`` rows and records a
-        ``model_changes`` event.
+        What changed is decided at once; the rows are written in batches of :data:`BATCH`
+        models (a page rarely holds enough changes to fill one), and at the latest by
+        :meth:`flush`, which :meth:`mark_removed` and :meth:`end_run` call. Every change also
+        closes and opens ``model_history`` rows and records a ``model_changes`` event.
         """
-        new: list[FlatModel] = []
-        write: list[FlatModel] = []
-        opened: list[FlatModel] = []
-        changed: list[str] = []
-        revived: list[str] = []
-        events: list[tuple[str, str]] = []
-        for flat in {flat.uuid: flat for flat in flats}.values():
+        batch = {flat.uuid: flat for flat in flats}
+        if not self._pending.uuids.isdisjoint(batch):
+            self.flush()  # a model sent twice: write its first content before deciding again
+        pending = self._pending
+        for flat in batch.values():
             self.seen[flat.uuid] = flat.content_hash
             known = self.known.get(flat.uuid)
             if known is None:
                 self.counts.inserted += 1
-                new.append(flat)
-                events.append((flat.uuid, "added"))
+                pending.new.append(flat)
+                pending.events.append((flat.uuid, "added"))
             elif known[1]:
                 self.counts.restored += 1
-                events.append((flat.uuid, "restored"))
+                pending.events.append((flat.uuid, "restored"))
                 if known[0] != flat.content_hash:
-                    write.append(flat)
-                    changed.append(flat.uuid)
+                    pending.write.append(flat)
+                    pending.changed.append(flat.uuid)
                 else:
-                    revived.append(flat.uuid)
+                    pending.revived.append(flat.uuid)
             elif known[0] != flat.content_hash:
                 self.counts.updated += 1
-                write.append(flat)
-                changed.append(flat.uuid)
-                events.append((flat.uuid, "changed"))
+                pending.write.append(flat)
+                pending.changed.append(flat.uuid)
+                pending.events.append((flat.uuid, "changed"))
             else:
                 self.counts.unchanged += 1
                 continue
-            opened.append(flat)
+            pending.opened.append(flat)
+            pending.uuids.add(flat.uuid)
             self.known[flat.uuid] = (flat.content_hash, False, flat.raw_hash)
         if self.dry_run:
+            self._pending = _Pending()
             return
-        self._save_agreements(flats)
+        self._note_agreements(flats)
+        if len(pending.opened) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes the models :meth:`save_models` has decided on and not yet written."""
+        pending, self._pending = self._pending, _Pending()
+        upsert(self.conn, schema.agreements, pending.placeholders, _AGREEMENT_FIRST_SEEN)
+        if not pending.opened:
+            return
+        new, write, changed = pending.new, pending.write, pending.changed
         previous = self._fetch_previous(changed)
         self._save_model_rows(new, first_seen=True)
         self._save_model_rows(write, first_seen=False)
@@ -246,11 +276,11 @@ class CatalogWriter:
             stale += [flat.uuid for flat in new]
         self._replace_children(new + write, stale)
         self._save_versions(new + write)
-        if revived:
-            self._set_removed_at(revived, None)
+        if pending.revived:
+            self._set_removed_at(pending.revived, None)
         self._close_history(schema.model_history, schema.model_history.c.model_uuid, changed)
-        self._open_model_history(opened)
-        current = {flat.uuid: flat.model["raw"] for flat in opened}
+        self._open_model_history(pending.opened)
+        current = {flat.uuid: flat.model["raw"] for flat in pending.opened}
         self._save_changes(
             [
                 (
@@ -258,7 +288,7 @@ class CatalogWriter:
                     kind,
                     changed_fields(previous[uuid], current[uuid]) if uuid in previous else None,
                 )
-                for uuid, kind in events
+                for uuid, kind in pending.events
             ]
         )
 
@@ -334,10 +364,9 @@ class CatalogWriter:
                 ],
             )
 
-    def _save_agreements(self, flats: Sequence[FlatModel]) -> None:
-        """Notes each agreement's content, and makes sure a new one has a row for models to
+    def _note_agreements(self, flats: Sequence[FlatModel]) -> None:
+        """Notes each agreement's content, and queues a row for a new one for models to
         reference; what changed is decided once per run, in :meth:`end_run`."""
-        placeholders = {}
         for flat in flats:
             agreement = flat.agreement
             if agreement is None:
@@ -349,9 +378,7 @@ class CatalogWriter:
                 self.agreements_seen[uuid] = values
             if uuid not in self.agreements and uuid not in self.agreements_placed:
                 self.agreements_placed.add(uuid)
-                placeholders[uuid] = {**agreement, "first_seen_at": self.observed_at}
-        first_seen = (*_AGREEMENT_FIELDS, "first_seen_at")
-        upsert(self.conn, schema.agreements, list(placeholders.values()), first_seen)
+                self._pending.placeholders.append({**agreement, "first_seen_at": self.observed_at})
 
     def end_run(self) -> None:
         """Records the run's agreements: their rows and history, where their content changed.
@@ -360,6 +387,7 @@ class CatalogWriter:
         content (compared as name, description, url), so the outcome does not depend on the
         order in which models arrived.
         """
+        self.flush()
         seen, self.agreements_seen = self.agreements_seen, {}
         self.agreements_placed = set()
         rows: dict[str, dict[str, Any]] = {}
@@ -375,7 +403,7 @@ class CatalogWriter:
         if not rows or self.dry_run:
             return
         stamp = {"first_seen_at": self.observed_at}
-        first_seen = (*_AGREEMENT_FIELDS, "first_seen_at")
+        first_seen = _AGREEMENT_FIRST_SEEN
         upsert(self.conn, schema.agreements, [{**rows[u], **stamp} for u in new], first_seen)
         upsert(
             self.conn, schema.agreements, [{**rows[u], **stamp} for u in changed], _AGREEMENT_FIELDS
@@ -447,6 +475,7 @@ class CatalogWriter:
 
     def mark_removed(self, seen: set[str]) -> None:
         """Sets ``removed_at`` on every present model that a complete listing did not contain."""
+        self.flush()
         gone = self.missing(seen)
         self.counts.removed += len(gone)
         for uuid in gone:
@@ -485,35 +514,33 @@ def start_run(
 ) -> int:
     """Records a run as ``running`` and returns its id."""
     result = conn.execute(
-        schema.sync_runs.insert().values(
-            started_at=started_at,
-            observed_at=observed_at or started_at,
-            source=source,
-            status="running",
-            mode=mode,
-            filters=filters or None,
-            complete=False,
-            requests=0,
-            retries=0,
-            pages=0,
-            models_seen=0,
-            inserted=0,
-            updated=0,
-            unchanged=0,
-            removed=0,
-            restored=0,
-            warnings=0,
-        )
+        _INSERT_RUN,
+        {
+            **_NEW_RUN,
+            "started_at": started_at,
+            "observed_at": observed_at or started_at,
+            "source": source,
+            "mode": mode,
+            "filters": filters or None,
+        },
     )
     run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert run_id is not None
     return int(run_id)
 
 
+_INSERT_RUN = schema.sync_runs.insert()
+_NEW_RUN = {"status": "running", "complete": False, **dict.fromkeys(
+    ("requests", "retries", "pages", "models_seen", "inserted", "updated", "unchanged", "removed",
+     "restored", "warnings"), 0)}  # fmt: skip
+_UPDATE_RUN = sa.update(schema.sync_runs).where(schema.sync_runs.c.id == sa.bindparam("run_id"))
+"""Statements built once: a backfill records thousands of runs, and building a statement
+costs more than running it."""
+
+
 def finish_run(conn: Connection, run_id: int, **values: Any) -> None:
     """Records a run's outcome: its status, finish time, counts and error."""
-    runs = schema.sync_runs
-    conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+    conn.execute(_UPDATE_RUN, {**values, "run_id": run_id})
 
 
 @dataclass
@@ -533,15 +560,28 @@ class Replay:
     marks_removals: bool
 
 
+def loaded_run(conn: Connection, when: datetime, digest: str) -> int | None:
+    """The succeeded run that saw the snapshot of this digest at this time, if any."""
+    found = conn.execute(_LOADED_RUN, {"when": when, "digest": digest}).first()
+    return None if found is None else int(found.id)
+
+
 def later_runs(conn: Connection, when: datetime) -> list[Any]:
     """Succeeded runs observed after ``when``, oldest first."""
-    runs = schema.sync_runs
-    query = (
-        sa.select(runs.c.id, runs.c.observed_at, runs.c.complete, runs.c.filters)
-        .where(runs.c.status == "succeeded", runs.c.observed_at > when)
-        .order_by(runs.c.observed_at, runs.c.id)
-    )
-    return list(conn.execute(query))
+    return list(conn.execute(_LATER_RUNS, {"when": when}))
+
+
+_runs = schema.sync_runs
+_LATER_RUNS = (
+    sa.select(_runs.c.id, _runs.c.observed_at, _runs.c.complete, _runs.c.filters)
+    .where(_runs.c.status == "succeeded", _runs.c.observed_at > sa.bindparam("when"))
+    .order_by(_runs.c.observed_at, _runs.c.id)
+)
+_LOADED_RUN = sa.select(_runs.c.id).where(
+    _runs.c.status == "succeeded",
+    _runs.c.observed_at == sa.bindparam("when"),
+    _runs.c.snapshot_hash == sa.bindparam("digest"),
+)
 
 
 def plan_replays(

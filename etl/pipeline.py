@@ -17,16 +17,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import db, schema
+from etl import db
 from etl.archive import (
     ArchiveWriter,
     BadSnapshot,
     Snapshot,
+    SnapshotContent,
+    SnapshotReader,
     date_snapshot,
     find_files,
-    read_snapshot,
 )
-from etl.client import Listing
+from etl.client import Listing, read_ahead
 from etl.config import USECASES, Settings
 from etl.errors import CatalogShiftedError, DatabaseError, EtlError, Interrupted
 from etl.http import Fetcher, build_session
@@ -36,6 +37,7 @@ from etl.load import (
     Replay,
     finish_run,
     later_runs,
+    loaded_run,
     plan_replays,
     rewind,
     save_usecase_members,
@@ -120,10 +122,8 @@ def _save_page(
 ) -> None:
     """Saves one page or snapshot: models sent byte for byte as before are only counted."""
     for model in models:
-        if isinstance(model, dict):
-            unknown = model.keys() - KNOWN_FIELDS
-            if unknown:
-                warnings.unknown_fields(frozenset(unknown))
+        if isinstance(model, dict) and not model.keys() <= KNOWN_FIELDS:
+            warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
     rest = writer.skip_unchanged(models, raw_hashes)
     changed = [model for model, _ in rest]
     writer.save_models(flatten_page(changed, warnings, [raw for _, raw in rest]))
@@ -284,7 +284,7 @@ def _load(
     with _database_errors(engine), engine.begin() as conn:
         writer: CatalogWriter | None = None
         pairs: list[tuple[str, str]] = []
-        for page in listing:
+        for page in read_ahead(listing):
             if archive is not None:
                 archive.write(page.fetched)
             if writer is None:
@@ -447,8 +447,10 @@ def run_backfill(
                     with conn.begin():
                         _abandon_dead_runs(conn)
                 outer = conn.begin() if dry_run else None
+                reader = SnapshotReader()
+                writer: CatalogWriter | None = None
                 for snapshot in progress(snapshots):
-                    _backfill_one(conn, snapshot, result, dry_run)
+                    writer = _backfill_one(conn, snapshot, result, dry_run, reader, writer)
                 if outer is not None:
                     outer.rollback()
     finally:
@@ -458,30 +460,48 @@ def run_backfill(
 
 
 def _backfill_one(
-    conn: Connection, snapshot: Snapshot, result: BackfillResult, dry_run: bool
-) -> None:
+    conn: Connection,
+    snapshot: Snapshot,
+    result: BackfillResult,
+    dry_run: bool,
+    reader: SnapshotReader,
+    writer: CatalogWriter | None,
+) -> CatalogWriter | None:
+    """Loads one snapshot in its own transaction.
+
+    Args:
+        writer: The previous snapshot's writer, whose picture of the catalog is the database's
+            when that snapshot was the newest run; None to read the picture afresh.
+
+    Returns:
+        A writer the next snapshot may go on with, or None.
+    """
     try:
-        content = read_snapshot(snapshot.path)
+        content = reader.read(snapshot.path)
     except BadSnapshot as exc:
         log.error("%s: %s; nothing loaded from it", snapshot.path, exc)
         result.failed.append(f"{snapshot.path}: {exc}")
-        return
+        return writer
+    return _load_snapshot(conn, snapshot, content, result, dry_run, writer)
+
+
+def _load_snapshot(
+    conn: Connection,
+    snapshot: Snapshot,
+    content: SnapshotContent,
+    result: BackfillResult,
+    dry_run: bool,
+    writer: CatalogWriter | None,
+) -> CatalogWriter | None:
     warnings = _Warnings()
     when = snapshot.observed_at
     with conn.begin() if not dry_run else contextlib.nullcontext():
-        runs = schema.sync_runs
         digest = snapshot_digest(snapshot_pairs(content.models, content.hashes))
-        done = conn.execute(
-            sa.select(runs.c.id).where(
-                runs.c.status == "succeeded",
-                runs.c.observed_at == when,
-                runs.c.snapshot_hash == digest,
-            )
-        ).first()
+        done = loaded_run(conn, when, digest)
         if done is not None:
-            log.info("%s: already loaded as run %d; skipped", snapshot.path, done.id)
+            log.info("%s: already loaded as run %d; skipped", snapshot.path, done)
             result.skipped += 1
-            return
+            return writer
         run_id = start_run(
             conn,
             mode="backfill",
@@ -496,7 +516,11 @@ def _backfill_one(
         if later:
             replays, contents = plan_replays(conn, later, when)
             rewind(conn, when, [run.id for run in later])
-        writer = CatalogWriter(conn, run_id, when, as_of=when if later else None)
+            writer = CatalogWriter(conn, run_id, when, as_of=when)
+        elif writer is None:
+            writer = CatalogWriter(conn, run_id, when)
+        else:
+            writer.begin_run(run_id, when)
         _save_page(writer, content.models, content.hashes, warnings)
         if content.marks_removals:
             writer.mark_removed(content.tally.uuids)
@@ -527,6 +551,9 @@ def _backfill_one(
         result.loaded += 1
         for replay in replays:
             _replay(conn, writer, replay, contents)
+    # After replays the writer's picture is the newest replayed run's, not necessarily the
+    # tables' (a partial replay leaves rows as they were): read it afresh next time.
+    return None if replays else writer
 
 
 def _replay(

@@ -137,9 +137,58 @@ def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
     """The catalog as it was at ``when``: one row per model present then.
 
     Rather than scanning every interval that started before ``when``, it finds each model's
-    newest row started by then through the (model_uuid, valid_from) index, and keeps it if it
-    was still open: a probe per model, whatever the length of history.
+    newest row started by then, one probe of the ``ix_model_history_as_of`` index per model,
+    and keeps it if it was still open then: the cost follows the number of models, whatever
+    the length of history. Each dialect gets the form its planner runs that way (see
+    :data:`_AS_OF_SQL`).
     """
+    with engine.connect() as conn:
+        sql = _AS_OF_SQL.get(conn.dialect.name)
+        if sql is not None:
+            statement: Any = (
+                sa.text(sql)
+                .bindparams(sa.bindparam("t", type_=schema.UTCDateTime))
+                .columns(valid_from=schema.UTCDateTime)
+            )
+            result = conn.execute(statement, {"t": when})
+        else:
+            result = conn.execute(_as_of_query(when))
+        rows = [dict(row._mapping) for row in result]
+    for row in rows:
+        row["version"] = _version(row)
+    return rows
+
+
+_AS_OF_COLUMNS = (
+    "h.model_uuid AS uuid, h.id, h.name, h.provider, h.lifecycle_status, h.version_major, "
+    "h.version_minor, h.version_patch, h.agreement_uuid, h.valid_from"
+)
+_AS_OF_SQL = {
+    # CROSS JOIN makes SQLite loop over models and probe history, and both probes read only
+    # the covering index; a plain JOIN lets it scan all of history instead.
+    "sqlite": (
+        f"SELECT {_AS_OF_COLUMNS} FROM models m CROSS JOIN model_history h "
+        "WHERE h.model_uuid = m.uuid AND h.valid_from = ("
+        "SELECT max(e.valid_from) FROM model_history e "
+        "WHERE e.model_uuid = m.uuid AND e.valid_from <= :t) "
+        "AND (h.valid_to IS NULL OR h.valid_to > :t) "
+        "ORDER BY h.id, h.model_uuid"
+    ),
+    # A LATERAL subquery is PostgreSQL's probe per model: one index scan, LIMIT 1.
+    "postgresql": (
+        f"SELECT {_AS_OF_COLUMNS} FROM models m CROSS JOIN LATERAL ("
+        "SELECT e.model_uuid, e.id, e.name, e.provider, e.lifecycle_status, e.version_major, "
+        "e.version_minor, e.version_patch, e.agreement_uuid, e.valid_from, e.valid_to "
+        "FROM model_history e WHERE e.model_uuid = m.uuid AND e.valid_from <= :t "
+        "ORDER BY e.valid_from DESC LIMIT 1) h "
+        "WHERE h.valid_to IS NULL OR h.valid_to > :t "
+        "ORDER BY h.id, h.model_uuid"
+    ),
+}
+
+
+def _as_of_query(when: datetime) -> sa.Select[Any]:
+    """The as-of query for MariaDB/MySQL: a correlated probe per model."""
     history, models = schema.model_history, schema.models
     earlier = history.alias("earlier")
     newest = (
@@ -148,7 +197,7 @@ def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
         .correlate(models)
         .scalar_subquery()
     )
-    query = (
+    return (
         sa.select(
             history.c.model_uuid.label("uuid"),
             history.c.id,
@@ -170,11 +219,6 @@ def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
         .where(sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when))
         .order_by(history.c.id, history.c.model_uuid)
     )
-    with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(query)]
-    for row in rows:
-        row["version"] = _version(row)
-    return rows
 
 
 def _version(row: dict[str, Any]) -> str:

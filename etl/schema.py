@@ -154,7 +154,13 @@ model_history = sa.Table(
     sa.Column("closed_by_run", sa.Integer, sa.ForeignKey("sync_runs.id")),
     *_content_columns(),
     sa.Column("raw_hash", sa.String(32)),
-    sa.Index(None, "model_uuid", "valid_from"),
+    sa.Index(
+        "ix_model_history_as_of",
+        "model_uuid", "valid_from", "valid_to", "version_major", "version_minor", "version_patch",
+        "id", "name", "provider", "lifecycle_status", "agreement_uuid",
+        mysql_length={"id": 64, "name": 64, "provider": 64, "lifecycle_status": 64},
+    ),  # fmt: skip
+    sa.Index(None, "model_uuid", "valid_to"),
     sa.Index(None, "valid_from", "valid_to"),
     sa.Index(None, "valid_to"),
 )

@@ -256,3 +256,32 @@ def test_archive_holds_each_response_without_credentials(
     assert all("page=" in r["url"] and r["fetched_at"].endswith("Z") for r in records)
     assert sum(len(r["body"]["models"]) for r in records) == 300
     assert TOKEN not in gzip.decompress(path.read_bytes()).decode()
+
+
+def test_an_archive_repeating_catalogs_loads_as_it_was_synced(
+    tmp_path: Path, db_url: str, engine: sa.Engine
+) -> None:
+    # Hourly archives repeat pages byte for byte while the catalog holds still, then change,
+    # return to an earlier catalog (restores), and repeat again: the backfill, reading each
+    # repeated page from the file before and going on with one writer, must still load
+    # exactly what syncing loaded.
+    archive = tmp_path / "archive"
+    synced = f"sqlite:///{tmp_path / 'synced.db'}"
+    catalogs = evolve(12, 3, seed=5)
+    order = [0, 0, 1, 1, 1, 2, 0, 0, 2]
+    with FakeApi(models=catalogs[0], token=TOKEN) as api:
+        for index in order:
+            api.models = catalogs[index]
+            run_sync(
+                Settings(
+                    database_url=synced, api_url=api.url, token=TOKEN, per_page=5,
+                    archive_dir=str(archive),
+                )
+            )  # fmt: skip
+    engine_synced = db.create_engine(synced)
+    expected = catalog_state(engine_synced)
+    engine_synced.dispose()
+    result = run_backfill(db_url, [str(archive)])
+    assert (result.loaded, result.failed) == (len(order), [])
+    assert result.restored > 0 and result.removed > 0
+    assert catalog_state(engine) == expected

@@ -217,3 +217,33 @@ def test_with_usecases_records_membership_and_its_history(
             )
         ).all()
     assert moved in {g.model_uuid for g in guardrails}
+
+
+def test_changes_across_many_pages_are_all_written(
+    run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engine
+) -> None:
+    # More changed models than one write batch holds, spread over every page: rows are
+    # written batch by batch, and every one of them must land.
+    api.models = make_catalog(1200)
+    assert _sync(run_etl, db_url, api).exit_code == 0
+    changed = {i for i in range(1200) if i % 12 < 7}
+    api.models = [
+        {**m, "name": f"Renamed {i}", "pricing": {"output_price_per_million": i + 0.5}}
+        if i in changed
+        else m
+        for i, m in enumerate(api.models)
+    ]
+    summary = json.loads(_sync(run_etl, db_url, api, "--json").stdout)
+    assert (summary["updated"], summary["unchanged"], summary["pages"]) == (700, 500, 6)
+    names = {r["uuid"]: r["name"] for r in table_rows(engine, "models")}
+    assert all(names[api.models[i]["uuid"]] == f"Renamed {i}" for i in changed)
+    assert _count(engine, "SELECT COUNT(*) FROM model_history") == 1900
+    assert _count(engine, "SELECT COUNT(*) FROM model_history WHERE valid_to IS NULL") == 1200
+    assert _count(engine, "SELECT COUNT(*) FROM model_changes WHERE kind = 'changed'") == 700
+    prices = {
+        (r["model_uuid"], r["price_key"]): r["price"] for r in table_rows(engine, "model_pricing")
+    }
+    for i in changed:
+        uuid = api.models[i]["uuid"]
+        assert [k for u, k in prices if u == uuid] == ["output_price_per_million"]
+        assert prices[(uuid, "output_price_per_million")] == i + 0.5

@@ -1,0 +1,111 @@
+"""history indexes for as-of and closing, and a catalog_size_by_day that scales
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-01 07:40:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+AS_OF_COLUMNS = [
+    "model_uuid", "valid_from", "valid_to", "version_major", "version_minor", "version_patch",
+    "id", "name", "provider", "lifecycle_status", "agreement_uuid",
+]  # fmt: skip
+"""Everything ``etl models --as-of`` reads: its probe for each model's row at a time never
+touches the wide table rows (their ``raw`` JSON)."""
+MYSQL_PREFIXES = {"id": 64, "name": 64, "provider": 64, "lifecycle_status": 64}
+"""MariaDB/MySQL keys hold at most 3,072 bytes: there the index is a plain lookup, not covering."""
+
+
+def upgrade() -> None:
+    # The as-of index replaces (model_uuid, valid_from), its prefix. On MariaDB/MySQL the new one
+    # must exist before the old goes, as the model_uuid foreign key needs an index.
+    op.create_index(
+        "ix_model_history_as_of", "model_history", AS_OF_COLUMNS, mysql_length=MYSQL_PREFIXES
+    )
+    op.drop_index("ix_model_history_model_uuid_valid_from", table_name="model_history")
+    # Closing a model's open row: "model_uuid IN (...) AND valid_to IS NULL" would otherwise
+    # pick the valid_to index and walk every open row.
+    op.create_index(
+        "ix_model_history_model_uuid_valid_to", "model_history", ["model_uuid", "valid_to"]
+    )
+    dialect = op.get_bind().dialect.name
+    op.execute("DROP VIEW catalog_size_by_day")
+    op.execute(f"CREATE VIEW catalog_size_by_day AS {_daily_sizes(dialect)}")
+
+
+def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    op.execute("DROP VIEW catalog_size_by_day")
+    op.execute(f"CREATE VIEW catalog_size_by_day AS {_daily_sizes_0002(dialect)}")
+    op.drop_index("ix_model_history_model_uuid_valid_to", table_name="model_history")
+    op.create_index(
+        "ix_model_history_model_uuid_valid_from", "model_history", ["model_uuid", "valid_from"]
+    )
+    op.drop_index("ix_model_history_as_of", table_name="model_history")
+
+
+def _day(dialect: str, expr: str) -> str:
+    """The UTC calendar day of a timestamp column (as in revision 0002)."""
+    if dialect == "postgresql":
+        return f"CAST(({expr} AT TIME ZONE 'UTC') AS DATE)"
+    if dialect in ("mysql", "mariadb"):
+        return f"DATE({expr})"
+    return f"date({expr})"
+
+
+def _daily_sizes(dialect: str) -> str:
+    """Per UTC day with a successful run: the models present at its end, and the day's adds,
+    removes and restores.
+
+    A model's history rows never overlap, so the models present at the end of day D are the
+    rows opened on or before D less those closed on or before D: a running sum over days, one
+    pass over history, where 0002's view counted all of history again for every day.
+    """
+    opened, closed = _day(dialect, "valid_from"), _day(dialect, "valid_to")
+    observed = _day(dialect, "observed_at")
+    kinds = ("added", "removed", "restored")
+    counts = ", ".join(f"SUM(CASE WHEN kind = '{k}' THEN 1 ELSE 0 END) AS {k}" for k in kinds)
+    return (
+        "WITH deltas AS ("
+        f"SELECT {opened} AS day, 1 AS delta FROM model_history "
+        f"UNION ALL SELECT {closed} AS day, -1 AS delta FROM model_history "
+        "WHERE valid_to IS NOT NULL), "
+        "per_day AS (SELECT day, SUM(delta) AS delta FROM deltas GROUP BY day), "
+        "running AS (SELECT day, SUM(delta) OVER (ORDER BY day) AS models FROM per_day), "
+        f"events AS (SELECT {observed} AS day, {counts} FROM model_changes GROUP BY {observed}), "
+        f"days AS (SELECT DISTINCT {_day(dialect, 'r.observed_at')} AS day FROM sync_runs r "
+        "WHERE r.status = 'succeeded') "
+        "SELECT d.day, "
+        "COALESCE((SELECT r.models FROM running r WHERE r.day <= d.day "
+        "ORDER BY r.day DESC LIMIT 1), 0) AS models, "
+        + ", ".join(f"COALESCE(e.{k}, 0) AS {k}" for k in kinds)
+        + " FROM days d LEFT JOIN events e ON e.day = d.day"
+    )
+
+
+def _daily_sizes_0002(dialect: str) -> str:
+    """Revision 0002's view, restored on downgrade."""
+    day = _day(dialect, "h.valid_from")
+    return (
+        "SELECT d.day, "
+        "(SELECT COUNT(DISTINCT h.model_uuid) FROM model_history h "
+        f"WHERE {day} <= d.day AND (h.valid_to IS NULL OR "
+        f"{_day(dialect, 'h.valid_to')} > d.day)) AS models, "
+        + ", ".join(
+            f"(SELECT COUNT(*) FROM model_changes c WHERE c.kind = '{kind}' "
+            f"AND {_day(dialect, 'c.observed_at')} = d.day) AS {kind}"
+            for kind in ("added", "removed", "restored")
+        )
+        + f" FROM (SELECT DISTINCT {_day(dialect, 'r.observed_at')} AS day FROM sync_runs r "
+        "WHERE r.status = 'succeeded') d"
+    )
