@@ -455,10 +455,27 @@ def changed_fields(old: Any, new: Any, prefix: str = "") -> dict[str, dict[str, 
     Returns:
         ``{path: {"old": value, "new": value}}``, with None for an absent side.
     """
-    old, new = normalize(old), normalize(new)
     result: dict[str, dict[str, Any]] = {}
-    _diff(old, new, prefix, result)
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        _diff(normalize(old), normalize(new), prefix, result)
+        return result
+    # Fields equal as received are equal normalised: only the others are normalised and compared.
+    for key in sorted(old.keys() | new.keys()):
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            path = f"{prefix}.{key}" if prefix else key
+            _diff(_normal_field(key, before), _normal_field(key, after), path, result)
     return result
+
+
+def _normal_field(key: str, value: Any) -> Any:
+    """One field's value as :func:`normalize` leaves it in its object (None: dropped)."""
+    value = normalize(value)
+    if _is_zero(value):
+        return None
+    if key in _TIMESTAMP_FIELDS and isinstance(value, str):
+        return _canonical_timestamp(value)
+    return value
 
 
 def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) -> None:

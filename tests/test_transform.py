@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.transform import BadModel, changed_fields, content_hash, flatten, normalize
 from tests.catalog import make_catalog, make_model
@@ -178,3 +181,33 @@ def test_changed_fields_uses_dotted_paths() -> None:
         "version.minor": {"old": 2, "new": 3},
     }
     assert changed_fields(old, {**old, "is_foundational": False}) == {}
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "a", "b"])
+    | st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000Z"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "b", "created_at"]), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+_models = st.dictionaries(st.sampled_from(["name", "pricing", "updated_at", "tags"]), _values)
+
+
+@given(old=_models, new=_models)
+def test_changed_fields_equals_the_diff_of_the_normalised_models(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    # Only fields that differ as received are normalised; the answer must be the same as
+    # normalising both models whole: zero values dropped, timestamps canonical.
+    whole = normalize(old), normalize(new)
+    expected = {
+        key: {"old": whole[0].get(key), "new": whole[1].get(key)}
+        for key in sorted(whole[0].keys() | whole[1].keys())
+        if whole[0].get(key) != whole[1].get(key)
+        and not (isinstance(whole[0].get(key), dict) and isinstance(whole[1].get(key), dict))
+    }
+    found = changed_fields(old, new)
+    assert {path: change for path, change in found.items() if "." not in path} == expected
+    for path in (p for p in found if "." in p):
+        top = path.split(".")[0]
+        assert isinstance(whole[0].get(top), dict) and isinstance(whole[1].get(top), dict)
