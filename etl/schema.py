@@ -143,6 +143,15 @@ models = sa.Table(
     sa.Column("removed_at", UTCDateTime),
 )
 
+AS_OF_COLUMNS = (
+    "model_uuid", "valid_from", "valid_to", "version_major", "version_minor", "version_patch",
+    "id", "name", "provider", "lifecycle_status", "agreement_uuid",
+)  # fmt: skip
+"""``ix_model_history_as_of``: everything ``etl models --as-of`` reads, so its probe per model
+never touches the wide history rows."""
+AS_OF_MYSQL_PREFIXES = {"id": 64, "name": 64, "provider": 64, "lifecycle_status": 64}
+"""MariaDB/MySQL keys hold at most 3,072 bytes: there the as-of index is a lookup, not covering."""
+
 model_history = sa.Table(
     "model_history",
     metadata,
@@ -154,12 +163,7 @@ model_history = sa.Table(
     sa.Column("closed_by_run", sa.Integer, sa.ForeignKey("sync_runs.id")),
     *_content_columns(),
     sa.Column("raw_hash", sa.String(32)),
-    sa.Index(
-        "ix_model_history_as_of",
-        "model_uuid", "valid_from", "valid_to", "version_major", "version_minor", "version_patch",
-        "id", "name", "provider", "lifecycle_status", "agreement_uuid",
-        mysql_length={"id": 64, "name": 64, "provider": 64, "lifecycle_status": 64},
-    ),  # fmt: skip
+    sa.Index("ix_model_history_as_of", *AS_OF_COLUMNS, mysql_length=AS_OF_MYSQL_PREFIXES),
     sa.Index(None, "model_uuid", "valid_to"),
     sa.Index(None, "valid_from", "valid_to"),
     sa.Index(None, "valid_to"),
