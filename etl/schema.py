@@ -190,10 +190,11 @@ model_changes = sa.Table(
     metadata,
     sa.Column("change_id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer, sa.ForeignKey("sync_runs.id"), nullable=False, index=True),
-    sa.Column("observed_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("observed_at", UTCDateTime, nullable=False),
     sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), nullable=False, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("changes", sa.JSON),
+    sa.Index(None, "observed_at", "kind"),
 )
 """One row per change of a model per run: added, changed (with its fields), removed, restored."""
 
