@@ -112,17 +112,26 @@ def normalize(value: Any) -> Any:
     Timestamps lose trailing zeros of their fraction, so ``12:00:00.000Z`` equals ``12:00:00Z``.
     List order is kept; list elements are normalised but never dropped.
     """
+    # The hot loop of every changed model: the zero test is inlined (see _is_zero).
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
-            item = normalize(item)
-            if not _is_zero(item):
-                if key in _TIMESTAMP_FIELDS and isinstance(item, str):
+            kind = type(item)
+            if kind is dict or kind is list or isinstance(item, dict | list):
+                item = normalize(item)
+                if not item:
+                    continue
+            elif kind is str:
+                if not item:
+                    continue
+                if key in _TIMESTAMP_FIELDS:
                     item = _canonical_timestamp(item)
-                result[key] = item
+            elif item is None or item is False or ((kind is int or kind is float) and item == 0):
+                continue
+            result[key] = item
         return result
     if isinstance(value, list):
-        return [normalize(item) for item in value]
+        return [normalize(item) if isinstance(item, dict | list) else item for item in value]
     return value
 
 
@@ -159,9 +168,11 @@ class _Coercer:
         self.warnings.append(f"{name}: {why} ({shown[:60]}{'...' if len(shown) > 60 else ''})")
 
     def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
-        if _is_zero(value):
+        if value is None or value == "":
             return None
         if not isinstance(value, str):
+            if _is_zero(value):
+                return None
             self._warn(name, value, "not a string")
             return None
         if limit is not None and len(value) > limit:
@@ -201,6 +212,8 @@ class _Coercer:
         return value
 
     def number(self, name: str, value: Any) -> float | None:
+        if type(value) is float and value and math.isfinite(value) and abs(value) <= 1e300:
+            return value  # the usual case, decided at once
         if _is_zero(value):
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
