@@ -8,11 +8,9 @@ says whether the listing provably holds the whole catalog.
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from etl.config import MODELS_PATH
@@ -23,8 +21,6 @@ PAGE_MARGIN = 2
 """Pages beyond ``meta.pages`` tolerated before the listing counts as a loop."""
 MAX_PAGES = 100_000
 """Hard stop for a server that sends neither ``meta.pages`` nor an end."""
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -177,54 +173,6 @@ class Listing(Tally):
             if not (has_next or page < (self.expected_pages or 0)):
                 return
             page += 1
-
-
-def read_ahead(items: Iterable[T]) -> Iterator[T]:
-    """Yields ``items`` in order while a thread produces the next one.
-
-    A sync spends a page's time waiting for the server and parsing, then saving; fetching page
-    n+1 while page n is saved overlaps the two, with never more than one request in flight and
-    at most two pages held. An exception of the producer is raised here, after the items before
-    it. When the consumer stops early (an error, a signal), the producer stops after its current
-    item; it is a daemon thread, so it never holds up the process's exit.
-    """
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                _offer(handoff, stop, ("item", item))
-            _offer(handoff, stop, ("end", None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            _offer(handoff, stop, ("error", exc))
-
-    thread = threading.Thread(target=produce, name="etl-read-ahead", daemon=True)
-    thread.start()
-    kind = ""
-    try:
-        while True:
-            kind, value = handoff.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        if kind in ("end", "error"):
-            thread.join()  # it has finished: the producer's state (totals, counts) is final
-
-
-def _offer(handoff: queue.Queue[tuple[str, Any]], stop: threading.Event, entry: Any) -> None:
-    while not stop.is_set():
-        try:
-            handoff.put(entry, timeout=0.1)
-            return
-        except queue.Full:
-            continue
 
 
 def _count_field(meta: dict[str, Any], name: str, where: str) -> int:

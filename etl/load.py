@@ -209,10 +209,7 @@ class CatalogWriter:
         return rest
 
     def stored_as_sent(self, model: Any, digest: str | None) -> str | None:
-        """The model's uuid if it is present and stored with exactly these bytes, else None.
-
-        Only reads: a thread reading ahead asks it to flatten just the models a page changes.
-        """
+        """The model's uuid if it is present and stored with exactly these bytes, else None."""
         uuid = model.get("uuid") if isinstance(model, dict) else None
         known = self.known.get(uuid) if isinstance(uuid, str) else None
         if known is None or known[1] or digest is None or known[2] != digest:

@@ -27,7 +27,7 @@ from etl.archive import (
     date_snapshot,
     find_files,
 )
-from etl.client import Listing, Page, read_ahead
+from etl.client import Listing
 from etl.config import USECASES, Settings
 from etl.errors import CatalogShiftedError, DatabaseError, EtlError, Interrupted
 from etl.http import Fetcher, build_session
@@ -96,47 +96,14 @@ class _Warnings:
             log.warning("schema drift: field %r is not in the spec; kept in raw", name)
 
 
-Flattened = dict[int, FlatModel | BadModel]
-"""Models flattened ahead of their page's turn, by ``id()`` of the model: the result or why not."""
-
-
-def flatten_ahead(pages: Iterable[Page], writer: CatalogWriter) -> Iterator[tuple[Page, Flattened]]:
-    """Yields each page with its changed models already flattened.
-
-    Run by :func:`etl.client.read_ahead`'s thread, this overlaps flattening a page with writing
-    the one before (the database driver releases the GIL while the database works). Only models
-    the writer does not hold byte for byte are flattened; the writer is only read.
-    """
-    for page in pages:
-        hashes: Sequence[str | None] = page.fetched.model_hashes or [None] * len(page.models)
-        done: Flattened = {}
-        for model, digest in zip(page.models, hashes, strict=True):
-            if writer.stored_as_sent(model, digest) is None:
-                try:
-                    done[id(model)] = flatten(model)
-                except BadModel as exc:
-                    done[id(model)] = exc
-        yield page, done
-
-
 def flatten_page(
-    models: Sequence[Any],
-    warnings: _Warnings,
-    raw_hashes: Sequence[str | None] | None = None,
-    flattened: Flattened | None = None,
+    models: Sequence[Any], warnings: _Warnings, raw_hashes: Sequence[str | None] | None = None
 ) -> list[FlatModel]:
-    """Flattens a page's models; one that cannot be stored is skipped with a warning.
-
-    Args:
-        flattened: Models flattened ahead (:func:`flatten_ahead`); the others are flattened here.
-    """
+    """Flattens a page's models; one that cannot be stored is skipped with a warning."""
     flats = []
     for model, raw in zip(models, raw_hashes or [None] * len(models), strict=True):
         try:
-            ahead = flattened.get(id(model)) if flattened else None
-            if isinstance(ahead, BadModel):
-                raise ahead
-            flat = ahead or flatten(model)
+            flat = flatten(model)
         except BadModel as exc:
             warnings.model(None, f"skipped: {exc}")
             continue
@@ -152,7 +119,6 @@ def _save_page(
     models: Sequence[Any],
     raw_hashes: Sequence[str | None] | None,
     warnings: _Warnings,
-    flattened: Flattened | None = None,
 ) -> None:
     """Saves one page or snapshot: models sent byte for byte as before are only counted."""
     for model in models:
@@ -160,7 +126,7 @@ def _save_page(
             warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
     rest = writer.skip_unchanged(models, raw_hashes)
     changed = [model for model, _ in rest]
-    writer.save_models(flatten_page(changed, warnings, [raw for _, raw in rest], flattened))
+    writer.save_models(flatten_page(changed, warnings, [raw for _, raw in rest]))
 
 
 def run_sync(
@@ -316,17 +282,18 @@ def _load(
 ) -> Counts:
     warnings = _Warnings()
     with _database_errors(engine), engine.begin() as conn:
-        # The state is read first so that the thread reading ahead can flatten what changed;
-        # the run is observed when its first page arrives.
-        writer = CatalogWriter(conn, run_id, datetime.now(UTC), dry_run=settings.dry_run)
+        writer: CatalogWriter | None = None
         pairs: list[tuple[str, str]] = []
-        for number, (page, flattened) in enumerate(read_ahead(flatten_ahead(listing, writer))):
-            if number == 0:
-                writer.observed_at = page.fetched.fetched_at
+        for page in listing:
             if archive is not None:
                 archive.write(page.fetched)
-            _save_page(writer, page.models, page.fetched.model_hashes, warnings, flattened)
+            if writer is None:
+                writer = CatalogWriter(
+                    conn, run_id, page.fetched.fetched_at, dry_run=settings.dry_run
+                )
+            _save_page(writer, page.models, page.fetched.model_hashes, warnings)
             pairs.extend(snapshot_pairs(page.models, page.fetched.model_hashes))
+        assert writer is not None, "a listing has at least one page"
         if listing.inconsistency or listing.duplicates:
             reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
             raise CatalogShiftedError(f"the catalog changed while paging ({reason})")

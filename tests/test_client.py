@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from etl.client import PAGE_MARGIN, Listing, read_ahead
+from etl.client import PAGE_MARGIN, Listing
 from etl.errors import ApiUnavailableError, InvalidResponseError
 from etl.http import Fetcher, build_session
 from tests.catalog import is_public, make_catalog, make_model, usecases_for
@@ -155,40 +154,3 @@ def test_a_page_that_fails_once_is_fetched_again_not_skipped(server: FakeApi) ->
     server.faults.append(Fault(action="reset", page=3))
     assert len(walk(listing(server, per_page=5))) == 23
     assert [r.page for r in server.requests] == [1, 2, 3, 3, 4, 5]
-
-
-def test_read_ahead_yields_everything_in_order() -> None:
-    assert list(read_ahead(iter(range(50)))) == list(range(50))
-    assert list(read_ahead([])) == []
-
-
-def test_read_ahead_raises_the_producers_error_after_the_items_before_it() -> None:
-    def pages() -> Iterator[int]:
-        yield 1
-        yield 2
-        raise ApiUnavailableError("page 3 failed")
-
-    seen = []
-    with pytest.raises(ApiUnavailableError, match="page 3 failed"):
-        for item in read_ahead(pages()):
-            seen.append(item)
-    assert seen == [1, 2]
-
-
-def test_read_ahead_stops_the_producer_when_the_consumer_stops() -> None:
-    produced = []
-    finished = threading.Event()
-
-    def pages() -> Iterator[int]:
-        try:
-            for number in range(1000):
-                produced.append(number)
-                yield number
-        finally:
-            finished.set()
-
-    reader = read_ahead(pages())
-    assert [next(reader), next(reader)] == [0, 1]
-    reader.close()
-    assert finished.wait(5)
-    assert len(produced) <= 4  # the two consumed, one handed over, one in the making
