@@ -211,6 +211,7 @@ def _history_rows(flats: list[Any], plan: list[Any]) -> Iterable[dict[str, Any]]
                 "valid_to": None if end is None else _hour(end),
                 "opened_by_run": start + 1,
                 "closed_by_run": None if end is None else end + 1,
+                "span_class": None if end is None else schema.span_class((end - start) * 3600),
             }
 
 

@@ -275,7 +275,13 @@ def write_changed(url: str, before: list[Any], after: list[Any]) -> dict[str, An
                 conn.execute(
                     sa.update(history)
                     .where(history.c.history_id == sa.bindparam("b_id"))
-                    .values(valid_to=now, closed_by_run=run_id),
+                    .values(
+                        valid_to=now,
+                        closed_by_run=run_id,
+                        span_class=schema.span_class_of(
+                            history.c.valid_from, sa.literal(now, schema.UTCDateTime)
+                        ),
+                    ),
                     [{"b_id": open_rows[uuid]} for uuid in uuids],
                 )
                 conn.execute(history.insert(), [_history_row(f, now, run_id) for f in changed])

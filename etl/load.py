@@ -307,11 +307,13 @@ class CatalogWriter:
         return raw
 
     def _close_history(self, table: sa.Table, key: sa.Column[Any], uuids: Sequence[str]) -> None:
+        values: dict[str, Any] = {"valid_to": self.observed_at, "closed_by_run": self.run_id}
+        if "span_class" in table.c:
+            end = sa.literal(self.observed_at, schema.UTCDateTime)
+            values["span_class"] = schema.span_class_of(table.c.valid_from, end)
         for part in chunks(uuids):
             self.conn.execute(
-                sa.update(table)
-                .where(key.in_(part), table.c.valid_to.is_(None))
-                .values(valid_to=self.observed_at, closed_by_run=self.run_id)
+                sa.update(table).where(key.in_(part), table.c.valid_to.is_(None)).values(values)
             )
 
     def _open_model_history(self, flats: Sequence[FlatModel]) -> None:
@@ -651,11 +653,10 @@ def rewind(conn: Connection, when: datetime, run_ids: Sequence[int]) -> None:
             conn.execute(sa.delete(table).where(table.c.run_id.in_(part)))
     for table in (schema.model_history, schema.agreement_history):
         conn.execute(sa.delete(table).where(table.c.valid_from > when))
-        conn.execute(
-            sa.update(table)
-            .where(table.c.valid_to > when)
-            .values(valid_to=None, closed_by_run=None)
-        )
+        reopened: dict[str, Any] = {"valid_to": None, "closed_by_run": None}
+        if "span_class" in table.c:
+            reopened["span_class"] = None
+        conn.execute(sa.update(table).where(table.c.valid_to > when).values(reopened))
     versions = schema.model_versions
     conn.execute(sa.delete(versions).where(versions.c.first_seen_at > when))
 

@@ -5,7 +5,8 @@ Functions take an engine and return plain dicts; they never write.
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -136,23 +137,25 @@ def list_changes(
 def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
     """The catalog as it was at ``when``: one row per model present then.
 
-    Rather than scanning every interval that started before ``when``, it finds each model's
-    newest row started by then, one probe of the ``ix_model_history_as_of`` index per model,
-    and keeps it if it was still open then: the cost follows the number of models, whatever
-    the length of history. Each dialect gets the form its planner runs that way (see
-    :data:`_AS_OF_SQL`).
+    The rows holding ``when`` are the open rows started by then, and for each ``span_class`` c
+    the closed rows of that class started after ``when`` - 2**c (a row of class c is at most
+    2**c seconds long): one short range of an as-of index each, read from the index alone. So
+    the query reads about as many index entries as the answer has rows, however long the
+    history (see ``schema.model_history``). The lower bounds leave a second to spare, so that
+    no rounding of a length to its class can hide a row.
     """
+    statement = sa.text(_as_of_sql()).bindparams(
+        sa.bindparam("t", type_=schema.UTCDateTime),
+        *(sa.bindparam(f"after{c}", type_=schema.UTCDateTime) for c in _bounded_classes()),
+    )
+    params: dict[str, Any] = {"t": when}
+    for c in _bounded_classes():
+        try:
+            params[f"after{c}"] = when - timedelta(seconds=2**c + 1)
+        except OverflowError:  # before year 1: no row starts that early
+            params[f"after{c}"] = datetime.min.replace(tzinfo=UTC)
     with engine.connect() as conn:
-        sql = _AS_OF_SQL.get(conn.dialect.name)
-        if sql is not None:
-            statement: Any = (
-                sa.text(sql)
-                .bindparams(sa.bindparam("t", type_=schema.UTCDateTime))
-                .columns(valid_from=schema.UTCDateTime)
-            )
-            result = conn.execute(statement, {"t": when})
-        else:
-            result = conn.execute(_as_of_query(when))
+        result = conn.execute(statement.columns(valid_from=schema.UTCDateTime), params)
         rows = _dicts(result)
     for row in rows:
         row["version"] = _version(row)
@@ -160,65 +163,26 @@ def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
 
 
 _AS_OF_COLUMNS = (
-    "h.model_uuid AS uuid, h.id, h.name, h.provider, h.lifecycle_status, h.version_major, "
-    "h.version_minor, h.version_patch, h.agreement_uuid, h.valid_from"
+    "model_uuid AS uuid, id, name, provider, lifecycle_status, version_major, version_minor, "
+    "version_patch, agreement_uuid, valid_from"
 )
-_AS_OF_SQL = {
-    # CROSS JOIN makes SQLite loop over models and probe history, and both probes read only
-    # the covering index; a plain JOIN lets it scan all of history instead.
-    "sqlite": (
-        f"SELECT {_AS_OF_COLUMNS} FROM models m CROSS JOIN model_history h "
-        "WHERE h.model_uuid = m.uuid AND h.valid_from = ("
-        "SELECT max(e.valid_from) FROM model_history e "
-        "WHERE e.model_uuid = m.uuid AND e.valid_from <= :t) "
-        "AND (h.valid_to IS NULL OR h.valid_to > :t) "
-        "ORDER BY h.id, h.model_uuid"
-    ),
-    # A LATERAL subquery is PostgreSQL's probe per model: one index scan, LIMIT 1.
-    "postgresql": (
-        f"SELECT {_AS_OF_COLUMNS} FROM models m CROSS JOIN LATERAL ("
-        "SELECT e.model_uuid, e.id, e.name, e.provider, e.lifecycle_status, e.version_major, "
-        "e.version_minor, e.version_patch, e.agreement_uuid, e.valid_from, e.valid_to "
-        "FROM model_history e WHERE e.model_uuid = m.uuid AND e.valid_from <= :t "
-        "ORDER BY e.valid_from DESC LIMIT 1) h "
-        "WHERE h.valid_to IS NULL OR h.valid_to > :t "
-        "ORDER BY h.id, h.model_uuid"
-    ),
-}
 
 
-def _as_of_query(when: datetime) -> sa.Select[Any]:
-    """The as-of query for MariaDB/MySQL: a correlated probe per model."""
-    history, models = schema.model_history, schema.models
-    earlier = history.alias("earlier")
-    newest = (
-        sa.select(sa.func.max(earlier.c.valid_from))
-        .where(earlier.c.model_uuid == models.c.uuid, earlier.c.valid_from <= when)
-        .correlate(models)
-        .scalar_subquery()
-    )
-    return (
-        sa.select(
-            history.c.model_uuid.label("uuid"),
-            history.c.id,
-            history.c.name,
-            history.c.provider,
-            history.c.lifecycle_status,
-            history.c.version_major,
-            history.c.version_minor,
-            history.c.version_patch,
-            history.c.agreement_uuid,
-            history.c.valid_from,
-        )
-        .select_from(
-            models.join(
-                history,
-                sa.and_(history.c.model_uuid == models.c.uuid, history.c.valid_from == newest),
-            )
-        )
-        .where(sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when))
-        .order_by(history.c.id, history.c.model_uuid)
-    )
+def _bounded_classes() -> range:
+    return range(schema.MAX_SPAN_CLASS + 1)
+
+
+@functools.cache
+def _as_of_sql() -> str:
+    parts = [
+        f"SELECT {_AS_OF_COLUMNS} FROM model_history WHERE valid_to IS NULL AND valid_from <= :t"
+    ]
+    parts += [
+        f"SELECT {_AS_OF_COLUMNS} FROM model_history WHERE span_class = {c} "
+        f"AND valid_from > :after{c} AND valid_from <= :t AND valid_to > :t"
+        for c in _bounded_classes()
+    ]
+    return " UNION ALL ".join(parts) + " ORDER BY id, uuid"
 
 
 def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:

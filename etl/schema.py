@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -143,14 +145,58 @@ models = sa.Table(
     sa.Column("removed_at", UTCDateTime),
 )
 
-AS_OF_COLUMNS = (
-    "model_uuid", "valid_from", "valid_to", "version_major", "version_minor", "version_patch",
-    "id", "name", "provider", "lifecycle_status", "agreement_uuid",
+AS_OF_OUTPUT = (
+    "model_uuid", "version_major", "version_minor", "version_patch", "id", "name", "provider",
+    "lifecycle_status", "agreement_uuid",
 )  # fmt: skip
-"""``ix_model_history_as_of``: everything ``etl models --as-of`` reads, so its probe per model
-never touches the wide history rows."""
+"""What ``etl models --as-of`` reads of a history row besides its interval: the as-of indexes
+carry it, so the query never reads the wide rows (their ``raw`` JSON)."""
 AS_OF_MYSQL_PREFIXES = {"id": 64, "name": 64, "provider": 64, "lifecycle_status": 64}
-"""MariaDB/MySQL keys hold at most 3,072 bytes: there the as-of index is a lookup, not covering."""
+"""MariaDB/MySQL keys hold at most 3,072 bytes: there the as-of indexes only find rows."""
+MAX_SPAN_CLASS = 40
+"""2**40 seconds is 35,000 years: every interval between two storable timestamps fits."""
+
+
+def span_class(seconds: float) -> int:
+    """The ``span_class`` of a closed interval this many seconds long: the smallest c with
+    seconds <= 2**c (0 for a second or less)."""
+    if seconds <= 1:
+        return 0
+    return min(MAX_SPAN_CLASS, math.ceil(math.log2(seconds)))
+
+
+class _Seconds(sa.sql.functions.FunctionElement[float]):
+    """Seconds from ``start`` to ``end`` (two timestamps), in each dialect's own terms."""
+
+    type = sa.Float()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(_Seconds)
+def _seconds_sqlite(element: _Seconds, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+
+
+@compiles(_Seconds, "postgresql")
+def _seconds_postgresql(element: _Seconds, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+
+
+@compiles(_Seconds, "mysql")
+@compiles(_Seconds, "mariadb")
+def _seconds_mysql(element: _Seconds, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"(TIMESTAMPDIFF(MICROSECOND, {start}, {end}) / 1000000.0)"
+
+
+def span_class_of(start: Any, end: Any) -> Any:
+    """SQL for :func:`span_class` of the interval from ``start`` to ``end``."""
+    seconds = _Seconds(start, end)
+    return sa.case(*((seconds <= 2**c, c) for c in range(MAX_SPAN_CLASS)), else_=MAX_SPAN_CLASS)
+
 
 model_history = sa.Table(
     "model_history",
@@ -163,12 +209,33 @@ model_history = sa.Table(
     sa.Column("closed_by_run", sa.Integer, sa.ForeignKey("sync_runs.id")),
     *_content_columns(),
     sa.Column("raw_hash", sa.String(32)),
-    sa.Index("ix_model_history_as_of", *AS_OF_COLUMNS, mysql_length=AS_OF_MYSQL_PREFIXES),
+    sa.Column("span_class", sa.SmallInteger),
+    sa.Index(None, "model_uuid", "valid_from"),
     sa.Index(None, "model_uuid", "valid_to"),
     sa.Index(None, "valid_from", "valid_to"),
-    sa.Index(None, "valid_to"),
+    sa.Index(
+        "ix_model_history_open_as_of",
+        "valid_to",
+        "valid_from",
+        *AS_OF_OUTPUT,
+        mysql_length=AS_OF_MYSQL_PREFIXES,
+    ),
+    sa.Index(
+        "ix_model_history_closed_as_of",
+        "span_class",
+        "valid_from",
+        "valid_to",
+        *AS_OF_OUTPUT,
+        mysql_length=AS_OF_MYSQL_PREFIXES,
+    ),
 )
-"""One row per distinct content of a model over time (SCD type 2); valid_to NULL = current."""
+"""One row per distinct content of a model over time (SCD type 2); valid_to NULL = current.
+
+``span_class`` (NULL while open) sorts closed rows by length in powers of two
+(:func:`span_class`). A row of class c that holds time T started after T - 2**c, so the rows
+holding T are the open ones started by T plus, for each class, a short index range: the
+catalog as of any time costs about as many index entries as it has models, whatever the
+length of history (:func:`etl.queries.models_as_of`)."""
 
 agreement_history = sa.Table(
     "agreement_history",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -309,3 +310,51 @@ def test_dashboard_queries(timeline: dict[str, Any], engine: sa.Engine) -> None:
     assert image == {
         m["uuid"] for m in final if "image" in m.get("modalities", {}).get("input", [])
     }
+
+
+def test_as_of_finds_rows_of_every_length(db_url: str, engine: sa.Engine) -> None:
+    # Runs minutes to years apart close rows from seconds to decades long: at every instant
+    # (run times, just before and after them, between them) the as-of answer must be exactly
+    # the rows holding it, whatever their length class.
+    from etl import db, schema
+    from etl.load import CatalogWriter, finish_run, start_run
+    from etl.transform import flatten
+
+    db.ensure_schema(engine)
+    models = make_catalog(6)
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    gaps = [1.5, 30, 3_600, 86_400 * 3, 86_400 * 400, 86_400 * 365 * 20, 7, 86_400 * 40]
+    times = [start]
+    for gap in gaps:
+        times.append(times[-1] + timedelta(seconds=gap))
+    for step, when in enumerate(times):
+        with engine.begin() as conn:
+            run = start_run(conn, mode="sync", filters={}, started_at=when)
+            writer = CatalogWriter(conn, run, when)
+            present = [
+                {**m, "name": f"{m['name']} v{step // (i + 1)}"}
+                for i, m in enumerate(models)
+                if (step + i) % 4 != 3  # each model leaves now and then, and comes back
+            ]
+            writer.save_models([flatten(m) for m in present])
+            writer.mark_removed({m["uuid"] for m in present})
+            writer.end_run()
+            finish_run(conn, run, status="succeeded", complete=True)
+    history = table_rows(engine, "model_history")
+    assert {r["span_class"] for r in history if r["valid_to"] is not None} >= {1, 5, 12, 30}
+    probes = [t + timedelta(seconds=d) for t in times for d in (-0.5, 0, 0.5)] + [
+        a + (b - a) / 2 for a, b in itertools.pairwise(times)
+    ]
+    for when in probes:
+        expected = sorted(
+            (r["model_uuid"], r["name"])
+            for r in history
+            if r["valid_from"] <= when and (r["valid_to"] is None or r["valid_to"] > when)
+        )
+        found = sorted((r["uuid"], r["name"]) for r in queries.models_as_of(engine, when))
+        assert found == expected, when
+    closed = [r for r in history if r["valid_to"] is not None]
+    assert all(
+        r["span_class"] == schema.span_class((r["valid_to"] - r["valid_from"]).total_seconds())
+        for r in closed
+    )

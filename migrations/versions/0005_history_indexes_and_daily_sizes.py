@@ -1,4 +1,4 @@
-"""history indexes for as-of, closing rows and daily counts; a catalog_size_by_day that scales
+"""history span classes, as-of, closing and daily-count indexes, a daily-size view that scales
 
 Revision ID: 0005
 Revises: 0004
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
@@ -16,32 +17,45 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-AS_OF_COLUMNS = [
-    "model_uuid", "valid_from", "valid_to", "version_major", "version_minor", "version_patch",
-    "id", "name", "provider", "lifecycle_status", "agreement_uuid",
+AS_OF_OUTPUT = [
+    "model_uuid", "version_major", "version_minor", "version_patch", "id", "name", "provider",
+    "lifecycle_status", "agreement_uuid",
 ]  # fmt: skip
-"""Everything ``etl models --as-of`` reads: its probe for each model's row at a time never
-touches the wide table rows (their ``raw`` JSON)."""
+"""What ``etl models --as-of`` reads besides the interval: carried by both as-of indexes."""
 MYSQL_PREFIXES = {"id": 64, "name": 64, "provider": 64, "lifecycle_status": 64}
-"""MariaDB/MySQL keys hold at most 3,072 bytes: there the index is a plain lookup, not covering."""
+"""MariaDB/MySQL keys hold at most 3,072 bytes: there the as-of indexes only find rows."""
+MAX_SPAN_CLASS = 40
 
 
 def upgrade() -> None:
-    # The as-of index replaces (model_uuid, valid_from), its prefix. On MariaDB/MySQL the new one
-    # must exist before the old goes, as the model_uuid foreign key needs an index.
-    op.create_index(
-        "ix_model_history_as_of", "model_history", AS_OF_COLUMNS, mysql_length=MYSQL_PREFIXES
+    dialect = op.get_bind().dialect.name
+    # A closed row's length class (etl.schema.span_class): what lets an as-of query read a short
+    # index range per class instead of probing every model.
+    op.add_column("model_history", sa.Column("span_class", sa.SmallInteger(), nullable=True))
+    op.execute(
+        f"UPDATE model_history SET span_class = {_span_class(dialect)} WHERE valid_to IS NOT NULL"
     )
-    op.drop_index("ix_model_history_model_uuid_valid_from", table_name="model_history")
+    op.create_index(
+        "ix_model_history_open_as_of",
+        "model_history",
+        ["valid_to", "valid_from", *AS_OF_OUTPUT],
+        mysql_length=MYSQL_PREFIXES,
+    )
+    op.create_index(
+        "ix_model_history_closed_as_of",
+        "model_history",
+        ["span_class", "valid_from", "valid_to", *AS_OF_OUTPUT],
+        mysql_length=MYSQL_PREFIXES,
+    )
+    op.drop_index("ix_model_history_valid_to", table_name="model_history")  # the open one's prefix
     # Closing a model's open row: "model_uuid IN (...) AND valid_to IS NULL" would otherwise
-    # pick the valid_to index and walk every open row.
+    # pick a valid_to index and walk every open row.
     op.create_index(
         "ix_model_history_model_uuid_valid_to", "model_history", ["model_uuid", "valid_to"]
     )
     # Changes by time, with their kind: the daily counts read this index, not the table.
     op.create_index("ix_model_changes_observed_at_kind", "model_changes", ["observed_at", "kind"])
     op.drop_index("ix_model_changes_observed_at", table_name="model_changes")
-    dialect = op.get_bind().dialect.name
     op.execute("DROP VIEW catalog_size_by_day")
     op.execute(f"CREATE VIEW catalog_size_by_day AS {_daily_sizes(dialect)}")
 
@@ -53,10 +67,23 @@ def downgrade() -> None:
     op.create_index("ix_model_changes_observed_at", "model_changes", ["observed_at"])
     op.drop_index("ix_model_changes_observed_at_kind", table_name="model_changes")
     op.drop_index("ix_model_history_model_uuid_valid_to", table_name="model_history")
-    op.create_index(
-        "ix_model_history_model_uuid_valid_from", "model_history", ["model_uuid", "valid_from"]
-    )
-    op.drop_index("ix_model_history_as_of", table_name="model_history")
+    op.create_index("ix_model_history_valid_to", "model_history", ["valid_to"])
+    op.drop_index("ix_model_history_closed_as_of", table_name="model_history")
+    op.drop_index("ix_model_history_open_as_of", table_name="model_history")
+    # A plain ALTER, not batch mode: recreating model_history would break the views.
+    op.drop_column("model_history", "span_class")
+
+
+def _span_class(dialect: str) -> str:
+    """etl.schema.span_class_of(valid_from, valid_to) as of this revision."""
+    if dialect == "postgresql":
+        seconds = "EXTRACT(EPOCH FROM (valid_to - valid_from))"
+    elif dialect in ("mysql", "mariadb"):
+        seconds = "(TIMESTAMPDIFF(MICROSECOND, valid_from, valid_to) / 1000000.0)"
+    else:
+        seconds = "((julianday(valid_to) - julianday(valid_from)) * 86400.0)"
+    ladder = " ".join(f"WHEN {seconds} <= {2**c} THEN {c}" for c in range(MAX_SPAN_CLASS))
+    return f"CASE {ladder} ELSE {MAX_SPAN_CLASS} END"
 
 
 def _day(dialect: str, expr: str) -> str:
