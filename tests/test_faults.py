@@ -61,7 +61,8 @@ TABLES = schema.metadata.sorted_tables
 CATALOG_TABLES = tuple(t.name for t in TABLES if t.name != "sync_runs")
 _RUN_REFERENCES = frozenset({"run_id", "opened_by_run", "closed_by_run", "first_seen_run"})
 _RUN_TIMES = frozenset({"first_seen_at", "valid_from", "observed_at"})
-_OPEN_ENDS = frozenset({"valid_to", "removed_at"})
+_OPEN_ENDS = frozenset({"valid_to", "removed_at", "span_class"})
+"""Reduced to "still open": when a row closed, and so its length class, depends on timing."""
 _GENERATED_IDS = frozenset({"history_id", "change_id"})
 
 
@@ -92,8 +93,8 @@ def catalog_snapshot(engine: sa.Engine) -> dict[str, list[dict[str, Any]]]:
 
 def content(engine: sa.Engine) -> dict[str, list[str]]:
     """Every catalog and history table, comparable across runs and dialects: run timestamps and
-    generated ids dropped, run ids replaced by the run's rank, valid_to/removed_at reduced to
-    "still open", rows sorted."""
+    generated ids dropped, run ids replaced by the run's rank, valid_to/removed_at/span_class
+    reduced to "still open", rows sorted."""
     rank = {row["id"]: n for n, row in enumerate(table_rows(engine, "sync_runs"), start=1)}
 
     def comparable(key: str, value: Any) -> Any:
