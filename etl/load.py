@@ -200,21 +200,21 @@ class CatalogWriter:
             return [(model, None) for model in models]
         rest: list[tuple[Any, str | None]] = []
         for model, digest in zip(models, raw_hashes, strict=True):
-            uuid = self.stored_as_sent(model, digest)
-            if uuid is not None and uuid not in self.seen:
-                self.seen[uuid] = self.known[uuid][0]
+            uuid = model.get("uuid") if isinstance(model, dict) else None
+            known = self.known.get(uuid) if isinstance(uuid, str) else None
+            if (
+                isinstance(uuid, str)
+                and known is not None
+                and not known[1]
+                and digest is not None
+                and known[2] == digest
+                and uuid not in self.seen
+            ):
+                self.seen[uuid] = known[0]
                 self.counts.unchanged += 1
             else:
                 rest.append((model, digest))
         return rest
-
-    def stored_as_sent(self, model: Any, digest: str | None) -> str | None:
-        """The model's uuid if it is present and stored with exactly these bytes, else None."""
-        uuid = model.get("uuid") if isinstance(model, dict) else None
-        known = self.known.get(uuid) if isinstance(uuid, str) else None
-        if known is None or known[1] or digest is None or known[2] != digest:
-            return None
-        return uuid
 
     def save_models(self, flats: Sequence[FlatModel]) -> None:
         """Saves flattened models: new and changed ones whole, others not at all.
@@ -405,8 +405,9 @@ class CatalogWriter:
         if not rows or self.dry_run:
             return
         stamp = {"first_seen_at": self.observed_at}
-        first_seen = _AGREEMENT_FIRST_SEEN
-        upsert(self.conn, schema.agreements, [{**rows[u], **stamp} for u in new], first_seen)
+        upsert(
+            self.conn, schema.agreements, [{**rows[u], **stamp} for u in new], _AGREEMENT_FIRST_SEEN
+        )
         upsert(
             self.conn, schema.agreements, [{**rows[u], **stamp} for u in changed], _AGREEMENT_FIELDS
         )

@@ -144,18 +144,14 @@ def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:
     history (see ``schema.model_history``). The lower bounds leave a second to spare, so that
     no rounding of a length to its class can hide a row.
     """
-    statement = sa.text(_as_of_sql()).bindparams(
-        sa.bindparam("t", type_=schema.UTCDateTime),
-        *(sa.bindparam(f"after{c}", type_=schema.UTCDateTime) for c in _bounded_classes()),
-    )
     params: dict[str, Any] = {"t": when}
-    for c in _bounded_classes():
+    for c in _SPAN_CLASSES:
         try:
             params[f"after{c}"] = when - timedelta(seconds=2**c + 1)
         except OverflowError:  # before year 1: no row starts that early
             params[f"after{c}"] = datetime.min.replace(tzinfo=UTC)
     with engine.connect() as conn:
-        result = conn.execute(statement.columns(valid_from=schema.UTCDateTime), params)
+        result = conn.execute(_as_of_statement(), params)
         rows = _dicts(result)
     for row in rows:
         row["version"] = _version(row)
@@ -168,21 +164,29 @@ _AS_OF_COLUMNS = (
 )
 
 
-def _bounded_classes() -> range:
-    return range(schema.MAX_SPAN_CLASS + 1)
+_SPAN_CLASSES = range(schema.MAX_SPAN_CLASS + 1)
 
 
 @functools.cache
-def _as_of_sql() -> str:
+def _as_of_statement() -> Any:
+    """The as-of query, built once: the open rows, then one range per span class."""
     parts = [
         f"SELECT {_AS_OF_COLUMNS} FROM model_history WHERE valid_to IS NULL AND valid_from <= :t"
     ]
     parts += [
         f"SELECT {_AS_OF_COLUMNS} FROM model_history WHERE span_class = {c} "
         f"AND valid_from > :after{c} AND valid_from <= :t AND valid_to > :t"
-        for c in _bounded_classes()
+        for c in _SPAN_CLASSES
     ]
-    return " UNION ALL ".join(parts) + " ORDER BY id, uuid"
+    sql = " UNION ALL ".join(parts) + " ORDER BY id, uuid"
+    return (
+        sa.text(sql)
+        .bindparams(
+            sa.bindparam("t", type_=schema.UTCDateTime),
+            *(sa.bindparam(f"after{c}", type_=schema.UTCDateTime) for c in _SPAN_CLASSES),
+        )
+        .columns(valid_from=schema.UTCDateTime)
+    )
 
 
 def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:

@@ -483,12 +483,7 @@ def changed_fields(old: Any, new: Any, prefix: str = "") -> dict[str, dict[str, 
 
 def _normal_field(key: str, value: Any) -> Any:
     """One field's value as :func:`normalize` leaves it in its object (None: dropped)."""
-    value = normalize(value)
-    if _is_zero(value):
-        return None
-    if key in _TIMESTAMP_FIELDS and isinstance(value, str):
-        return _canonical_timestamp(value)
-    return value
+    return normalize({key: value}).get(key)
 
 
 def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) -> None:
