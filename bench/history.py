@@ -139,7 +139,7 @@ def _insert(engine: sa.Engine, table: sa.Table, rows: Iterable[dict[str, Any]]) 
 
 
 def _converter(column: sa.Column[Any], dialect: str) -> Callable[[Any], Any]:
-    if isinstance(column.type, sa.JSON):
+    if isinstance(column.type, sa.JSON | schema.StoredJSON):
         cache: dict[int, tuple[Any, str]] = {}
 
         def to_json(value: Any) -> str | None:

@@ -159,9 +159,9 @@ class CatalogWriter:
     def _fetch_state(self) -> None:
         models = schema.models
         removed = models.c.removed_at.is_not(None)  # a flag, not a timestamp to parse per row
-        for uuid, digest, gone, raw in self.conn.execute(
-            sa.select(models.c.uuid, models.c.content_hash, removed, models.c.raw_hash)
-        ):
+        query = sa.select(models.c.uuid, models.c.content_hash, removed, models.c.raw_hash)
+        # fetchall: one call into the driver, not one a row (psycopg's per-row fetch is slow)
+        for uuid, digest, gone, raw in self.conn.execute(query).fetchall():
             self.known[uuid] = (digest, bool(gone), raw)
         agreements = schema.agreements
         for row in self.conn.execute(sa.select(agreements)):
@@ -293,17 +293,27 @@ class CatalogWriter:
         )
 
     def _fetch_previous(self, uuids: Sequence[str]) -> dict[str, Any]:
-        """The last recorded content of each model, from its newest history row."""
+        """The last recorded content of each model, from its newest history row.
+
+        That is its open row, when it has one (a present model); only a model without one (a
+        restored model) has all its rows read, oldest first, so that the newest one wins:
+        reading one row, not the whole history, for each changed model.
+        """
         history = schema.model_history
         raw: dict[str, Any] = {}
         for part in chunks(uuids):
+            query = sa.select(history.c.model_uuid, history.c.raw).where(
+                history.c.model_uuid.in_(part), history.c.valid_to.is_(None)
+            )
+            raw.update((uuid, value) for uuid, value in self.conn.execute(query))
+        closed = [uuid for uuid in uuids if uuid not in raw]
+        for part in chunks(closed):
             query = (
                 sa.select(history.c.model_uuid, history.c.raw)
                 .where(history.c.model_uuid.in_(part))
                 .order_by(history.c.valid_from, history.c.history_id)
             )
-            for uuid, value in self.conn.execute(query):
-                raw[uuid] = value
+            raw.update((uuid, value) for uuid, value in self.conn.execute(query))
         return raw
 
     def _close_history(self, table: sa.Table, key: sa.Column[Any], uuids: Sequence[str]) -> None:
@@ -320,6 +330,7 @@ class CatalogWriter:
         rows = [
             {
                 **{name: flat.model[name] for name in _HISTORY_FROM_MODEL},
+                "raw": schema.SerializedJSON(flat.raw_json),
                 "content_hash": flat.content_hash,
                 "raw_hash": flat.raw_hash,
                 "model_uuid": flat.uuid,
@@ -433,6 +444,7 @@ class CatalogWriter:
         rows = [
             {
                 **flat.model,
+                "raw": schema.SerializedJSON(flat.raw_json),
                 "content_hash": flat.content_hash,
                 "raw_hash": flat.raw_hash,
                 "first_seen_at": self.observed_at,

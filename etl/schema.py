@@ -53,6 +53,38 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def utc_datetime(value: datetime | str) -> datetime:
+    """A stored timestamp read without :class:`UTCDateTime` (a raw SQL result), as it reads:
+    SQLite returns ISO text, MySQL a naive UTC datetime, PostgreSQL an aware one."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SerializedJSON(str):
+    """JSON text already made (:attr:`etl.transform.FlatModel.raw_json`): stored as it is."""
+
+
+class StoredJSON(sa.types.TypeDecorator[Any]):
+    """A JSON column that also takes :class:`SerializedJSON`, so that a model's JSON,
+    serialised once while flattening, is not serialised again for each table it goes to."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        # Overridden, not process_bind_param: the JSON type's own serialisation runs after
+        # that, and already serialised text must skip it.
+        serialize = self.impl_instance.bind_processor(dialect)
+
+        def process(value: Any) -> Any:
+            if type(value) is SerializedJSON:
+                return str(value)
+            return serialize(value) if serialize is not None else value
+
+        return process
+
+
 UUID = sa.String(64)
 """Model and agreement uuids: 36 characters today, with room to spare."""
 SHORT = sa.String(255)
@@ -130,7 +162,7 @@ def _content_columns() -> list[sa.Column[Any]]:
         sa.Column("version_patch", sa.BigInteger, nullable=False),
         sa.Column("agreement_uuid", UUID, sa.ForeignKey("agreements.uuid"), index=True),
         sa.Column("benchmark_score", sa.JSON),
-        sa.Column("raw", sa.JSON, nullable=False),
+        sa.Column("raw", StoredJSON, nullable=False),
         sa.Column("content_hash", HASH, nullable=False),
     ]
 

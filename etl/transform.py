@@ -79,6 +79,7 @@ class FlatModel:
         agreement: The ``agreements`` row, or None.
         version: (major, minor, patch).
         children: Rows for each child table, keyed by table name.
+        raw_json: ``model["raw"]`` serialised, as it is stored.
         unknown_fields: Top-level fields the spec does not know.
         warnings: Values that did not fit their typed column.
         raw_hash: Digest of the model's bytes as received, when known (:mod:`etl.pages`).
@@ -90,6 +91,7 @@ class FlatModel:
     agreement: dict[str, Any] | None
     version: tuple[int, int, int]
     children: dict[str, list[dict[str, Any]]]
+    raw_json: str
     unknown_fields: frozenset[str] = frozenset()
     warnings: list[str] = field(default_factory=list)
     raw_hash: str | None = None
@@ -167,7 +169,17 @@ class _Coercer:
         shown = repr(value)
         self.warnings.append(f"{name}: {why} ({shown[:60]}{'...' if len(shown) > 60 else ''})")
 
+    # Each method decides the usual case (a value of the right type) first: a model calls
+    # them about 60 times, so flattening is mostly these calls.
+
     def text(self, name: str, value: Any, limit: int | None = None) -> str | None:
+        if (
+            type(value) is str
+            and value
+            and not self.careful
+            and (limit is None or len(value) <= limit)
+        ):
+            return value
         if value is None or value == "":
             return None
         if not isinstance(value, str):
@@ -185,6 +197,8 @@ class _Coercer:
         return value
 
     def boolean(self, name: str, value: Any) -> bool:
+        if value is True or value is False:
+            return value
         if _is_zero(value):
             return False
         if not isinstance(value, bool):
@@ -193,6 +207,8 @@ class _Coercer:
         return value
 
     def integer(self, name: str, value: Any, *, zero: int | None = None) -> int | None:
+        if type(value) is int and value and abs(value) <= MAX_BIGINT:
+            return value
         if _is_zero(value):
             return zero
         if isinstance(value, str):
@@ -247,6 +263,8 @@ class _Coercer:
             return None
 
     def mapping(self, name: str, value: Any) -> dict[str, Any]:
+        if type(value) is dict:
+            return value
         if _is_zero(value):
             return {}
         if not isinstance(value, dict):
@@ -255,6 +273,8 @@ class _Coercer:
         return value
 
     def items(self, name: str, value: Any) -> list[Any]:
+        if type(value) is list:
+            return value
         if _is_zero(value):
             return []
         if not isinstance(value, list):
@@ -291,7 +311,8 @@ def flatten(model: Any) -> FlatModel:
     if uuid is None:
         raise BadModel(f"model without a usable uuid (id {str(model.get('id'))[:60]!r})")
     # Normalising, hashing and storing ``raw`` all recurse: a model nested deeper than
-    # MAX_DEPTH could crash them. Few brackets in its JSON prove it is not, cheaply.
+    # MAX_DEPTH could crash them. Few brackets in its JSON prove it is not, cheaply. The same
+    # JSON is what gets stored as ``raw`` (raw_json), so making it costs nothing extra.
     too_deep = BadModel(f"model {uuid} is nested deeper than {MAX_DEPTH} levels")
     try:
         text = json.dumps(model, ensure_ascii=False, allow_nan=False)
@@ -359,6 +380,7 @@ def flatten(model: Any) -> FlatModel:
         children=children,
         unknown_fields=frozenset(model.keys() - KNOWN_FIELDS),
         warnings=c.warnings,
+        raw_json=text,
     )
 
 
