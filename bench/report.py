@@ -435,8 +435,9 @@ def _queries(results: Results) -> list[str]:
         )
     out += [
         "",
-        "Each query once to warm up, then timed (median); a query slower than half the timeout "
-        "is timed once.",
+        "Each query once to warm up, then timed: the median of 15 runs when the warm-up took "
+        "under 1 s (such short runs vary most on a shared VM), else of `--repeat` runs; a query "
+        "slower than half the timeout is timed once.",
         "",
     ]
     rows: list[list[str]] = []

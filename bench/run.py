@@ -215,31 +215,10 @@ class Bench:
     ) -> None:
         repeat = self.args.repeat
         limits = self.results.limits.setdefault((dialect, size), Limits())
-        log(f"{dialect}, {size} models: fetch-only x{repeat}")
-        for _ in range(repeat):  # a process each: its wall time is the whole-process limit
-            fetch_run = run_process(
-                [sys.executable, "-m", "bench.limits", "fetch", "--api", api, "--token", TOKEN,
-                 "--per-page", str(self.args.per_page), "--repeat", "1"],
-                env=self.env, cwd=ROOT,
-            )  # fmt: skip
-            for loop in fetch_run.json()["fetch"]:
-                limits.fetch.append({**loop, "process_s": fetch_run.wall_s})
-        log(f"{dialect}, {size} models: write-only x{repeat}")
-        urls = [self.scratch.new(dialect, f"limit_{size}_{r}") for r in range(repeat)]
-        written = run_process(
-            [sys.executable, "-m", "bench.limits", "write", "--catalog", str(catalogs.base_file),
-             "--changed", str(catalogs.changed_file), *(f"--db={url}" for url in urls)],
-            env=self.env, cwd=ROOT,
-        ).json()  # fmt: skip
-        for url in urls:
-            self.scratch.drop(url)
-        limits.write.extend(written["write"])
-        limits.changed.extend(written["changed"])
-        log(
-            f"{dialect}, {size} models: fetch-only {limits.fetch_s:.2f}s, "
-            f"write-only {limits.write_s:.2f}s, write-changed {limits.changed_s:.2f}s"
-        )
         for r in range(repeat):
+            # Each round measures the limits and then etl, so that both see the machine in the
+            # same state: on a shared VM its speed drifts by up to 2x over minutes.
+            self._measure_limits(dialect, size, catalogs, api, limits, r)
             url = self.scratch.new(dialect, f"sync_{size}")
             cycle_start = time.perf_counter()
             for scenario, target in (("first", api), ("noop", api), ("changed", changed_api)):
@@ -265,6 +244,34 @@ class Bench:
         ).json()  # fmt: skip
         self.scratch.drop(url)
         self.results.phases[(dialect, size)] = phases
+
+    def _measure_limits(
+        self, dialect: str, size: int, catalogs: Any, api: str, limits: Limits, round_: int
+    ) -> None:
+        """One run of each limit: fetch-only as a process of its own (its wall time is the
+        whole-process limit), write-only and write-changed into a fresh database."""
+        fetch_run = run_process(
+            [sys.executable, "-m", "bench.limits", "fetch", "--api", api, "--token", TOKEN,
+             "--per-page", str(self.args.per_page), "--repeat", "1"],
+            env=self.env, cwd=ROOT,
+        )  # fmt: skip
+        for loop in fetch_run.json()["fetch"]:
+            limits.fetch.append({**loop, "process_s": fetch_run.wall_s})
+        url = self.scratch.new(dialect, f"limit_{size}_{round_}")
+        written = run_process(
+            [sys.executable, "-m", "bench.limits", "write", "--catalog", str(catalogs.base_file),
+             "--changed", str(catalogs.changed_file), f"--db={url}"],
+            env=self.env, cwd=ROOT,
+        ).json()  # fmt: skip
+        self.scratch.drop(url)
+        limits.write.extend(written["write"])
+        limits.changed.extend(written["changed"])
+        log(
+            f"{dialect}, {size} models, limits {round_ + 1}: "
+            f"fetch-only {limits.fetch[-1]['seconds']:.2f}s, "
+            f"write-only {limits.write[-1]['seconds']:.2f}s, "
+            f"write-changed {limits.changed[-1]['seconds']:.2f}s"
+        )
 
     def _sync(self, url: str, api: str) -> Sample:
         before = count_rows(url)
