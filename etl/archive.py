@@ -69,10 +69,18 @@ class ArchiveWriter:
         # Open for the whole run; commit() or discard() closes it.
         self._file: gzip.GzipFile | None = gzip.open(self.partial, "wb", compresslevel=6)  # noqa: SIM115
 
-    def write(self, fetched: Fetched) -> None:
-        """Appends one response, its body byte for byte when it fits on one line."""
+    def write(self, fetched: Fetched, listing: str | None = None) -> None:
+        """Appends one response, its body byte for byte when it fits on one line.
+
+        Args:
+            fetched: The response.
+            listing: ``confirm`` for the pages of a listing that only confirms which models
+                are present before any is marked removed.
+        """
         head = {"fetched_at": format_instant_precise(fetched.fetched_at), "url": fetched.url,
                 "status": fetched.status}  # fmt: skip
+        if listing is not None:
+            head["listing"] = listing
         body = fetched.body.strip()
         if b"\n" in body or b"\r" in body:
             body = json.dumps(fetched.payload, separators=(",", ":")).encode()
@@ -80,11 +88,22 @@ class ArchiveWriter:
         self._file.write(json.dumps(head, separators=(",", ":"))[:-1].encode())
         self._file.write(b',"body":' + body + b"}\n")
 
-    def commit(self) -> Path:
-        """Closes the file under its final name."""
+    def restart(self) -> None:
+        """Empties the file: the listing written so far is thrown away."""
         assert self._file is not None
         self._file.close()
-        self._file = None
+        self._file = gzip.open(self.partial, "wb", compresslevel=6)  # noqa: SIM115
+
+    def close(self) -> Path:
+        """Finishes writing; the file keeps its ``.partial`` name until :meth:`commit`."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return self.partial
+
+    def commit(self) -> Path:
+        """Closes the file under its final name."""
+        self.close()
         os.replace(self.partial, self.path)
         return self.path
 
@@ -126,6 +145,10 @@ class SnapshotContent:
     filtered: bool = False
     pages: int = 0
     known_complete: bool = field(default=False)
+    confirmed: set[str] = field(default_factory=set)
+    """Models a confirming listing saw (a sync that would remove models lists twice)."""
+    usecases: dict[str, tuple[frozenset[str], bool]] = field(default_factory=dict)
+    """What each usecase listing held, and whether it was complete."""
 
     @property
     def marks_removals(self) -> bool:
@@ -341,16 +364,7 @@ def _from_items(items: list[tuple[Any, list[str] | None]]) -> SnapshotContent:
     if not values or not all(isinstance(item, dict) for item in values):
         raise BadSnapshot("wrong shape: expected API responses, archive records or models")
     if all("body" in item and "fetched_at" in item for item in values):
-        pages: list[tuple[int, Any, list[str] | None]] = []
-        filtered_pages: list[tuple[int, Any, list[str] | None]] = []
-        for item, hashes in items:
-            if item.get("status", 200) != 200:
-                continue
-            query = parse_qs(urlsplit(str(item.get("url", ""))).query)
-            (filtered_pages if any(k in query for k in _FILTERS) else pages).append(
-                (int((query.get("page") or ["0"])[0] or 0), item["body"], hashes)
-            )
-        return _from_pages(pages or filtered_pages, filtered=not pages)
+        return _from_records(items)
     if all("models" in item or "meta" in item for item in values):
         numbered = []
         for index, (item, hashes) in enumerate(items, 1):
@@ -363,7 +377,57 @@ def _from_items(items: list[tuple[Any, list[str] | None]]) -> SnapshotContent:
     raise BadSnapshot("wrong shape: expected API responses, archive records or models")
 
 
-def _from_pages(pages: list[tuple[int, Any, list[str] | None]], filtered: bool) -> SnapshotContent:
+_Page = tuple[int, Any, list[str] | None]
+
+
+def _from_records(items: list[tuple[Any, list[str] | None]]) -> SnapshotContent:
+    """Our archive's records: the catalog listing, and any confirming or usecase listings."""
+    pages: list[_Page] = []
+    filtered_pages: list[_Page] = []
+    confirm: list[_Page] = []
+    usecases: dict[str, list[_Page]] = {}
+    for item, hashes in items:
+        if item.get("status", 200) != 200:
+            continue
+        query = parse_qs(urlsplit(str(item.get("url", ""))).query)
+        page = (_page_number(query), item["body"], hashes)
+        if item.get("listing") == "confirm":
+            confirm.append(page)
+        elif list(query.get("usecases", ())) and "public_only" not in query:
+            if len(query["usecases"]) == 1:
+                usecases.setdefault(query["usecases"][0], []).append(page)
+        elif any(k in query for k in _FILTERS):
+            filtered_pages.append(page)
+        else:
+            pages.append(page)
+    if not pages:  # a filtered sync (--usecase): its pages are the listing itself
+        filtered_pages += [page for listing in usecases.values() for page in listing]
+        usecases = {}
+    content = _from_pages(pages or filtered_pages, filtered=not pages)
+    if confirm:
+        content.confirmed = _tally(confirm).uuids
+    for usecase, listing in sorted(usecases.items()):
+        tally = _tally(listing)
+        content.usecases[usecase] = (frozenset(tally.uuids), tally.complete)
+    return content
+
+
+def _page_number(query: dict[str, list[str]]) -> int:
+    value = (query.get("page") or ["0"])[0]
+    return int(value) if value.isdigit() and len(value) < 10 else 0
+
+
+def _tally(pages: list[_Page]) -> Tally:
+    tally = Tally()
+    for index, (number, body, _) in enumerate(pages, 1):
+        try:
+            tally.read(body, f"page {number or index}", number or index)
+        except InvalidResponseError as exc:
+            raise BadSnapshot(str(exc)) from None
+    return tally
+
+
+def _from_pages(pages: list[_Page], filtered: bool) -> SnapshotContent:
     tally = Tally()
     models: list[Any] = []
     hashes: list[str] | None = []

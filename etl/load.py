@@ -1,40 +1,66 @@
-"""Writing a run into the catalog: native upserts, child rows, removals and the run's record.
+"""Writing the projection: the history tables as :mod:`etl.project` derives them.
 
-Everything here works inside the caller's transaction on one connection; the caller commits or
-rolls back the whole run.
+A run that lands after every run already loaded is folded onto the state the tables hold and
+only its effects are written (:class:`Projector` in append mode). A run that lands before
+others makes the whole projection derived again, once per load, from the stored observations
+(:func:`rebuild`). :func:`expected_rows` is the same derivation kept in memory, which
+``etl verify`` compares with the tables.
+
+Everything here works inside the caller's transaction on one connection.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import schema
-from etl.transform import (
-    MAX_SHORT,
-    MAX_TEXT_BYTES,
-    FlatModel,
-    canonical_json,
-    changed_fields,
+from etl.archive import SnapshotContent
+from etl.errors import InvalidResponseError
+from etl.observe import (
+    Contents,
+    Warnings,
+    chunks,
+    observed_run,
+    observed_runs,
+    receive,
+    save_snapshot,
+    save_usecases,
+    snapshot_members,
 )
+from etl.project import AgreementState, Effects, ModelState, Run, State, fold
+from etl.times import format_instant
+from etl.transform import MAX_SHORT, MAX_TEXT_BYTES, canonical_json
 
 log = logging.getLogger("etl.load")
 
-BATCH = 500
-"""Rows per ``IN (...)`` list; stays under every dialect's parameter limit."""
+PROJECTION_VERSION = "1"
+"""The rules the projection follows; a database derived with others is derived again."""
+FLUSH_ROWS = 2_000
+"""History rows kept in memory before they are written."""
 
-
-def chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
-    """Yields successive slices of ``items`` of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+CHILD_TABLES = schema.CHILD_TABLES
+PROJECTION_TABLES: tuple[sa.Table, ...] = (
+    schema.agreements,
+    schema.models,
+    *CHILD_TABLES,
+    schema.model_history,
+    schema.agreement_history,
+    schema.model_changes,
+    schema.model_change_fields,
+    schema.model_versions,
+    schema.model_usecases,
+)
+"""Every derived table, parents first (the order to insert; delete in reverse)."""
+_HISTORY_FROM_MODEL = [n for n in schema.CONTENT_COLUMNS if n not in ("content_hash", "raw")]
+_AGREEMENT_FIELDS = ("name", "description", "url")
 
 
 def upsert(
@@ -48,14 +74,14 @@ def upsert(
     Uses the dialect's own statement: ``ON CONFLICT`` on SQLite and PostgreSQL, ``ON DUPLICATE
     KEY UPDATE`` on MariaDB/MySQL.
     """
-    if rows:
-        conn.execute(_upsert_statement(conn.dialect.name, table, tuple(update)), list(rows))
+    statement = _upsert_statement(conn.dialect.name, table, tuple(update))
+    for part in chunks(rows):
+        conn.execute(statement, list(part))
 
 
 @functools.cache
 def _upsert_statement(dialect: str, table: sa.Table, update: tuple[str, ...]) -> Any:
-    """The upsert of ``table`` for ``dialect``, built once: building one costs more than a
-    small batch of rows takes to write."""
+    """The upsert of ``table`` for ``dialect``, built once."""
     keys = [column.name for column in table.primary_key.columns]
     statement: Any
     if dialect in ("sqlite", "postgresql"):
@@ -87,425 +113,291 @@ class Counts:
     unchanged: int = 0
     removed: int = 0
     restored: int = 0
-    warnings: int = 0
 
-
-_MODEL_UPDATE = [
-    c.name for c in schema.models.columns if c.name not in ("uuid", "first_seen_at")
-]  # fmt: skip
-_AGREEMENT_FIELDS = ("name", "description", "url")
-_AGREEMENT_FIRST_SEEN = (*_AGREEMENT_FIELDS, "first_seen_at")
-_HISTORY_FROM_MODEL = [name for name in schema.CONTENT_COLUMNS if name != "content_hash"]
+    @classmethod
+    def of(cls, effects: Effects, members: int) -> Counts:
+        inserted, updated = effects.count("added"), effects.count("changed")
+        restored = effects.count("restored")
+        return cls(
+            inserted=inserted,
+            updated=updated,
+            unchanged=members - inserted - updated - restored,
+            removed=effects.count("removed"),
+            restored=restored,
+        )
 
 
 @dataclass
-class _Pending:
-    """What :meth:`CatalogWriter.save_models` decided and :meth:`CatalogWriter.flush` writes."""
+class _Rows:
+    """Rows waiting to be written, and the open rows among them by key."""
 
-    new: list[FlatModel] = field(default_factory=list)
-    write: list[FlatModel] = field(default_factory=list)
-    opened: list[FlatModel] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    revived: list[str] = field(default_factory=list)
-    events: list[tuple[str, str]] = field(default_factory=list)
-    placeholders: list[dict[str, Any]] = field(default_factory=list)
-    uuids: set[str] = field(default_factory=set)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    open_history: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agreement_history: list[dict[str, Any]] = field(default_factory=list)
+    open_agreements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    fields: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    usecases: dict[tuple[str, str, datetime], dict[str, Any]] = field(default_factory=dict)
+    closes: dict[tuple[str, datetime, int], list[str]] = field(default_factory=dict)
+    """Rows already in the database to close: (table, when, run) -> keys."""
+    usecase_closes: list[tuple[str, str, datetime, datetime]] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
+    new_content: set[str] = field(default_factory=set)
+    agreements: set[str] = field(default_factory=set)
 
 
-class CatalogWriter:
-    """Saves a run's models into the catalog, writing only what changed.
+class Projector:
+    """Folds runs onto a state and turns their effects into rows.
 
     Args:
-        conn: The run's connection, inside its transaction.
-        run_id: The run's ``sync_runs.id`` (None on a dry run).
-        observed_at: When the run saw the catalog.
-        dry_run: Count what would change, write nothing.
-        as_of: Start from the catalog as history says it was at this time, not from today's
-            tables: the state after :func:`rewind`, for a snapshot older than recorded runs.
+        conn: The transaction's connection.
+        contents: Where contents are read from.
+        state: The state before the first run to fold: empty to derive everything, or
+            :func:`load_state` to append to the tables.
+        fresh: Whether the tables hold no projection yet (nothing to update or replace).
+        flush_rows: Write queued rows once this many history and change rows wait; None
+            keeps every row in memory (:func:`derive`).
     """
 
     def __init__(
         self,
         conn: Connection,
-        run_id: int | None,
-        observed_at: datetime,
-        dry_run: bool = False,
-        as_of: datetime | None = None,
+        contents: Contents,
+        state: State,
+        fresh: bool,
+        flush_rows: int | None = FLUSH_ROWS,
     ) -> None:
         self.conn = conn
-        self.run_id = run_id
-        self.observed_at = observed_at
-        self.dry_run = dry_run
-        self.rewound = as_of is not None
-        self.counts = Counts()
-        self.known: dict[str, tuple[str, bool, str | None]] = {}
-        """uuid -> (content hash, removed, hash of the bytes last stored)."""
-        self.agreements: dict[str, tuple[Any, ...]] = {}
-        self.seen: dict[str, str] = {}
-        self.agreements_seen: dict[str, tuple[Any, ...]] = {}
-        self.agreements_placed: set[str] = set()
-        self._pending = _Pending()
-        if as_of is not None:
-            self._fetch_state_as_of(as_of)
-        elif sa.inspect(conn).has_table("models"):
-            self._fetch_state()
+        self.flush_rows = flush_rows
+        self.contents = contents
+        self.state = state
+        self.fresh = fresh
+        self.rows = _Rows()
+        self.counts: dict[int, Counts] = {}
 
-    def begin_run(self, run_id: int, observed_at: datetime) -> None:
-        """Moves on to the next run of a replay: its id, its time, fresh counts."""
-        self.run_id, self.observed_at = run_id, observed_at
-        self.counts = Counts()
-        self.seen = {}
-
-    def _fetch_state(self) -> None:
-        models = schema.models
-        removed = models.c.removed_at.is_not(None)  # a flag, not a timestamp to parse per row
-        query = sa.select(models.c.uuid, models.c.content_hash, removed, models.c.raw_hash)
-        # fetchall: one call into the driver, not one a row (psycopg's per-row fetch is slow)
-        for uuid, digest, gone, raw in self.conn.execute(query).fetchall():
-            self.known[uuid] = (digest, bool(gone), raw)
-        agreements = schema.agreements
-        for row in self.conn.execute(sa.select(agreements)):
-            self.agreements[row.uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
-
-    def _fetch_state_as_of(self, when: datetime) -> None:
-        history = schema.model_history
-        query = (
-            sa.select(
-                history.c.model_uuid, history.c.content_hash, history.c.valid_to, history.c.raw_hash
-            )
-            .where(history.c.valid_from <= when)
-            .order_by(history.c.valid_from, history.c.history_id)
-        )
-        for uuid, digest, valid_to, raw in self.conn.execute(query):
-            self.known[uuid] = (digest, valid_to is not None and valid_to <= when, raw)
-        agreements = schema.agreement_history
-        query = (
-            sa.select(agreements)
-            .where(agreements.c.valid_from <= when)
-            .order_by(agreements.c.valid_from, agreements.c.history_id)
-        )
-        for row in self.conn.execute(query):
-            self.agreements[row.agreement_uuid] = tuple(getattr(row, f) for f in _AGREEMENT_FIELDS)
-
-    def skip_unchanged(
-        self, models: Sequence[Any], raw_hashes: Sequence[str | None] | None
-    ) -> list[tuple[Any, str | None]]:
-        """Counts the models whose bytes match what is stored, and returns the others.
-
-        A present model sent byte for byte as last time is unchanged without being flattened;
-        everything else (new, removed, different bytes, no digest) goes on to
-        :meth:`save_models`.
-        """
-        if raw_hashes is None:
-            return [(model, None) for model in models]
-        rest: list[tuple[Any, str | None]] = []
-        for model, digest in zip(models, raw_hashes, strict=True):
-            uuid = model.get("uuid") if isinstance(model, dict) else None
-            known = self.known.get(uuid) if isinstance(uuid, str) else None
-            if (
-                isinstance(uuid, str)
-                and known is not None
-                and not known[1]
-                and digest is not None
-                and known[2] == digest
-                and uuid not in self.seen
-            ):
-                self.seen[uuid] = known[0]
-                self.counts.unchanged += 1
-            else:
-                rest.append((model, digest))
-        return rest
-
-    def save_models(self, flats: Sequence[FlatModel]) -> None:
-        """Saves flattened models: new and changed ones whole, others not at all.
-
-        What changed is decided at once; the rows are written in batches of :data:`BATCH`
-        models (a page rarely holds enough changes to fill one), and at the latest by
-        :meth:`flush`, which :meth:`mark_removed` and :meth:`end_run` call. Every change also
-        closes and opens ``model_history`` rows and records a ``model_changes`` event.
-        """
-        batch = {flat.uuid: flat for flat in flats}
-        if not self._pending.uuids.isdisjoint(batch):
-            self.flush()  # a model sent twice: write its first content before deciding again
-        pending = self._pending
-        for flat in batch.values():
-            self.seen[flat.uuid] = flat.content_hash
-            known = self.known.get(flat.uuid)
-            if known is None:
-                self.counts.inserted += 1
-                pending.new.append(flat)
-                pending.events.append((flat.uuid, "added"))
-            elif known[1]:
-                self.counts.restored += 1
-                pending.events.append((flat.uuid, "restored"))
-                if known[0] != flat.content_hash:
-                    pending.write.append(flat)
-                    pending.changed.append(flat.uuid)
-                else:
-                    pending.revived.append(flat.uuid)
-            elif known[0] != flat.content_hash:
-                self.counts.updated += 1
-                pending.write.append(flat)
-                pending.changed.append(flat.uuid)
-                pending.events.append((flat.uuid, "changed"))
-            else:
-                self.counts.unchanged += 1
-                continue
-            pending.opened.append(flat)
-            pending.uuids.add(flat.uuid)
-            self.known[flat.uuid] = (flat.content_hash, False, flat.raw_hash)
-        if self.dry_run:
-            self._pending = _Pending()
-            return
-        self._note_agreements(flats)
-        if len(pending.opened) >= BATCH:
+    def apply(self, run: Run) -> Counts:
+        """Folds one run and queues its rows."""
+        effects = fold(self.state, run, self.contents)
+        counts = Counts.of(effects, len(run.members))
+        self.counts[run.run_id] = counts
+        if effects.opened or effects.closed or effects.events:
+            self._queue_models(run, effects)
+        if effects.agreements_opened:
+            self._queue_agreements(run, effects)
+        if effects.usecases_opened or effects.usecases_closed:
+            self._queue_usecases(run, effects)
+        waiting = len(self.rows.history) + len(self.rows.changes)
+        if self.flush_rows is not None and waiting >= self.flush_rows:
             self.flush()
+        return counts
 
-    def flush(self) -> None:
-        """Writes the models :meth:`save_models` has decided on and not yet written."""
-        pending, self._pending = self._pending, _Pending()
-        upsert(self.conn, schema.agreements, pending.placeholders, _AGREEMENT_FIRST_SEEN)
-        if not pending.opened:
-            return
-        new, write, changed = pending.new, pending.write, pending.changed
-        previous = self._fetch_previous(changed)
-        self._save_model_rows(new, first_seen=True)
-        self._save_model_rows(write, first_seen=False)
-        stale = list(changed)
-        if self.rewound:  # a "new" model may still hold rows from the run that first saw it later
-            stale += [flat.uuid for flat in new]
-        self._replace_children(new + write, stale)
-        self._save_versions(new + write)
-        if pending.revived:
-            self._set_removed_at(pending.revived, None)
-        self._close_history(schema.model_history, schema.model_history.c.model_uuid, changed)
-        self._open_model_history(pending.opened)
-        current = {flat.uuid: flat.model["raw"] for flat in pending.opened}
-        self._save_changes(
-            [
-                (
-                    uuid,
-                    kind,
-                    changed_fields(previous[uuid], current[uuid]) if uuid in previous else None,
-                )
-                for uuid, kind in pending.events
-            ]
-        )
-
-    def _fetch_previous(self, uuids: Sequence[str]) -> dict[str, Any]:
-        """The last recorded content of each model, from its newest history row.
-
-        That is its open row, when it has one (a present model); only a model without one (a
-        restored model) has all its rows read, oldest first, so that the newest one wins:
-        reading one row, not the whole history, for each changed model.
-        """
-        history = schema.model_history
-        raw: dict[str, Any] = {}
-        for part in chunks(uuids):
-            query = sa.select(history.c.model_uuid, history.c.raw).where(
-                history.c.model_uuid.in_(part), history.c.valid_to.is_(None)
-            )
-            raw.update((uuid, value) for uuid, value in self.conn.execute(query))
-        closed = [uuid for uuid in uuids if uuid not in raw]
-        for part in chunks(closed):
-            query = (
-                sa.select(history.c.model_uuid, history.c.raw)
-                .where(history.c.model_uuid.in_(part))
-                .order_by(history.c.valid_from, history.c.history_id)
-            )
-            raw.update((uuid, value) for uuid, value in self.conn.execute(query))
-        return raw
-
-    def _close_history(self, table: sa.Table, key: sa.Column[Any], uuids: Sequence[str]) -> None:
-        values: dict[str, Any] = {"valid_to": self.observed_at, "closed_by_run": self.run_id}
-        if "span_class" in table.c:
-            end = sa.literal(self.observed_at, schema.UTCDateTime)
-            values["span_class"] = schema.span_class_of(table.c.valid_from, end)
-        for part in chunks(uuids):
-            self.conn.execute(
-                sa.update(table).where(key.in_(part), table.c.valid_to.is_(None)).values(values)
-            )
-
-    def _open_model_history(self, flats: Sequence[FlatModel]) -> None:
-        rows = [
-            {
-                **{name: flat.model[name] for name in _HISTORY_FROM_MODEL},
-                "raw": schema.SerializedJSON(flat.raw_json),
-                "content_hash": flat.content_hash,
-                "raw_hash": flat.raw_hash,
-                "model_uuid": flat.uuid,
-                "valid_from": self.observed_at,
-                "valid_to": None,
-                "opened_by_run": self.run_id,
-                "closed_by_run": None,
-            }
-            for flat in flats
-        ]
-        if rows:
-            self.conn.execute(schema.model_history.insert(), rows)
-
-    def _save_changes(self, events: Sequence[tuple[str, str, dict[str, Any] | None]]) -> None:
-        rows = [
-            {
-                "run_id": self.run_id,
-                "observed_at": self.observed_at,
-                "model_uuid": uuid,
-                "kind": kind,
-                "changes": changes or None,
-            }
-            for uuid, kind, changes in events
-        ]
-        if rows:
-            self.conn.execute(schema.model_changes.insert(), rows)
-        fields = {
-            (uuid, path.replace("\x00", "\\u0000")[:MAX_SHORT]): values
-            for uuid, _, changes in events
-            for path, values in (changes or {}).items()
-        }
-        if fields:
-            self.conn.execute(
-                schema.model_change_fields.insert(),
-                [
-                    {
-                        "run_id": self.run_id,
-                        "model_uuid": uuid,
-                        "path": path,
-                        "old_value": _json_text(values["old"]),
-                        "new_value": _json_text(values["new"]),
-                    }
-                    for (uuid, path), values in fields.items()
-                ],
-            )
-
-    def _note_agreements(self, flats: Sequence[FlatModel]) -> None:
-        """Notes each agreement's content, and queues a row for a new one for models to
-        reference; what changed is decided once per run, in :meth:`end_run`."""
-        for flat in flats:
-            agreement = flat.agreement
-            if agreement is None:
-                continue
-            uuid = agreement["uuid"]
-            values = tuple(agreement[f] for f in _AGREEMENT_FIELDS)
-            chosen = self.agreements_seen.get(uuid)
-            if chosen is None or _agreement_order(values) > _agreement_order(chosen):
-                self.agreements_seen[uuid] = values
-            if uuid not in self.agreements and uuid not in self.agreements_placed:
-                self.agreements_placed.add(uuid)
-                self._pending.placeholders.append({**agreement, "first_seen_at": self.observed_at})
-
-    def end_run(self) -> None:
-        """Records the run's agreements: their rows and history, where their content changed.
-
-        When models within one run disagree about an agreement, the run keeps the greatest
-        content (compared as name, description, url), so the outcome does not depend on the
-        order in which models arrived.
-        """
-        self.flush()
-        seen, self.agreements_seen = self.agreements_seen, {}
-        self.agreements_placed = set()
-        rows: dict[str, dict[str, Any]] = {}
-        new: list[str] = []
-        changed: list[str] = []
-        for uuid, values in seen.items():
-            known = self.agreements.get(uuid)
-            if known == values:
-                continue
-            (new if known is None else changed).append(uuid)
-            self.agreements[uuid] = values
-            rows[uuid] = {"uuid": uuid, **dict(zip(_AGREEMENT_FIELDS, values, strict=True))}
-        if not rows or self.dry_run:
-            return
-        stamp = {"first_seen_at": self.observed_at}
-        upsert(
-            self.conn, schema.agreements, [{**rows[u], **stamp} for u in new], _AGREEMENT_FIRST_SEEN
-        )
-        upsert(
-            self.conn, schema.agreements, [{**rows[u], **stamp} for u in changed], _AGREEMENT_FIELDS
-        )
-        history = schema.agreement_history
-        self._close_history(history, history.c.agreement_uuid, changed)
-        self.conn.execute(
-            history.insert(),
-            [
+    def _queue_models(self, run: Run, effects: Effects) -> None:
+        t, rows = run.observed_at, self.rows
+        for uuid in effects.closed:
+            row = rows.open_history.pop(uuid, None)
+            if row is not None:
+                _close(row, t, run.run_id)
+            else:
+                rows.closes.setdefault(("model_history", t, run.run_id), []).append(uuid)
+        self.contents.prefetch_raw([content_id for _, content_id in effects.opened])
+        for uuid, content_id in effects.opened:
+            row = self._history_row(uuid, content_id, t, run.run_id)
+            rows.history.append(row)
+            rows.open_history[uuid] = row
+            rows.new_content.add(uuid)
+        for uuid, kind, diff in effects.events:
+            rows.changes.append(
                 {
-                    "agreement_uuid": uuid,
-                    **{f: row[f] for f in _AGREEMENT_FIELDS},
-                    "valid_from": self.observed_at,
-                    "valid_to": None,
-                    "opened_by_run": self.run_id,
-                    "closed_by_run": None,
+                    "run_id": run.run_id,
+                    "observed_at": t,
+                    "model_uuid": uuid,
+                    "kind": kind,
+                    "changes": diff or None,
                 }
-                for uuid, row in rows.items()
-            ],
-        )
-
-    def _save_model_rows(self, flats: Sequence[FlatModel], first_seen: bool) -> None:
-        """Upserts model rows; ``first_seen`` also resets first_seen_at (a model new to us)."""
-        rows = [
+            )
+            paths = {_path(path): values for path, values in (diff or {}).items()}
+            rows.fields.extend(
+                {
+                    "run_id": run.run_id,
+                    "model_uuid": uuid,
+                    "path": path,
+                    "old_value": json_text(values["old"]),
+                    "new_value": json_text(values["new"]),
+                }
+                for path, values in paths.items()
+            )
+        rows.versions.extend(
             {
-                **flat.model,
-                "raw": schema.SerializedJSON(flat.raw_json),
-                "content_hash": flat.content_hash,
-                "raw_hash": flat.raw_hash,
-                "first_seen_at": self.observed_at,
+                "model_uuid": uuid,
+                "major": major,
+                "minor": minor,
+                "patch": patch,
+                "first_seen_at": t,
+                "first_seen_run": run.run_id,
+            }
+            for uuid, major, minor, patch in effects.versions
+        )
+        rows.models.update(effects.touched)
+
+    def _history_row(self, uuid: str, content_id: int, t: datetime, run_id: int) -> dict[str, Any]:
+        flat = self.contents.flat(content_id)
+        content = self.contents[content_id]
+        return {
+            "model_uuid": uuid,
+            "valid_from": t,
+            "valid_to": None,
+            "opened_by_run": run_id,
+            "closed_by_run": None,
+            **{name: flat.model[name] for name in _HISTORY_FROM_MODEL},
+            "raw": schema.SerializedJSON(flat.raw_json),
+            "content_hash": content.content_hash,
+            "raw_hash": content.raw_hash,
+            "span_class": None,
+        }
+
+    def _queue_agreements(self, run: Run, effects: Effects) -> None:
+        t, rows = run.observed_at, self.rows
+        for uuid in effects.agreements_closed:
+            row = rows.open_agreements.pop(uuid, None)
+            if row is not None:
+                _close(row, t, run.run_id)
+            else:
+                rows.closes.setdefault(("agreement_history", t, run.run_id), []).append(uuid)
+        for uuid in effects.agreements_opened:
+            values = self.state.agreements[uuid].values
+            row = {
+                "agreement_uuid": uuid,
+                "valid_from": t,
+                "valid_to": None,
+                "opened_by_run": run.run_id,
+                "closed_by_run": None,
+                **dict(zip(_AGREEMENT_FIELDS, values, strict=True)),
+            }
+            rows.agreement_history.append(row)
+            rows.open_agreements[uuid] = row
+            rows.agreements.add(uuid)
+
+    def _queue_usecases(self, run: Run, effects: Effects) -> None:
+        rows = self.rows
+        for uuid, usecase, since in effects.usecases_closed:
+            row = rows.usecases.get((uuid, usecase, since))
+            if row is not None:
+                row["removed_at"] = run.observed_at
+            else:
+                rows.usecase_closes.append((uuid, usecase, since, run.observed_at))
+        for uuid, usecase in effects.usecases_opened:
+            rows.usecases[(uuid, usecase, run.observed_at)] = {
+                "model_uuid": uuid,
+                "usecase": usecase,
+                "first_seen_at": run.observed_at,
                 "removed_at": None,
             }
-            for flat in flats
-        ]
-        update = [*_MODEL_UPDATE, "first_seen_at"] if first_seen else _MODEL_UPDATE
-        upsert(self.conn, schema.models, rows, update)
 
-    def _replace_children(self, flats: Sequence[FlatModel], changed: Sequence[str]) -> None:
-        for table in schema.CHILD_TABLES:
-            for part in chunks(changed):
-                self.conn.execute(sa.delete(table).where(table.c.model_uuid.in_(part)))
-            rows = [row for flat in flats for row in flat.children[table.name]]
-            if rows:
-                self.conn.execute(table.insert(), rows)
-
-    def _save_versions(self, flats: Sequence[FlatModel]) -> None:
-        rows = [
-            {
-                "model_uuid": flat.uuid,
-                "major": flat.version[0],
-                "minor": flat.version[1],
-                "patch": flat.version[2],
-                "first_seen_at": self.observed_at,
-                "first_seen_run": self.run_id,
-            }
-            for flat in flats
-        ]
-        upsert(self.conn, schema.model_versions, rows)
-
-    def _set_removed_at(self, uuids: Sequence[str], when: datetime | None) -> None:
-        models = schema.models
-        for part in chunks(uuids):
+    def flush(self) -> None:
+        """Writes every queued row (open rows that later runs close are updated in place)."""
+        rows, self.rows = self.rows, _Rows()
+        # Rows already in the database are closed first: a row opened in this batch for the
+        # same model is written open, and must not be closed with them.
+        for (name, t, run_id), keys in rows.closes.items():
+            table = schema.metadata.tables[name]
+            key = table.c.model_uuid if name == "model_history" else table.c.agreement_uuid
+            values: dict[str, Any] = {"valid_to": t, "closed_by_run": run_id}
+            if "span_class" in table.c:
+                end = sa.literal(t, schema.UTCDateTime)
+                values["span_class"] = schema.span_class_of(table.c.valid_from, end)
+            for part in chunks(keys):
+                self.conn.execute(
+                    sa.update(table).where(key.in_(part), table.c.valid_to.is_(None)).values(values)
+                )
+        usecases = schema.model_usecases
+        for uuid, usecase, since, until in rows.usecase_closes:
             self.conn.execute(
-                sa.update(models).where(models.c.uuid.in_(part)).values(removed_at=when)
+                sa.update(usecases)
+                .where(
+                    usecases.c.model_uuid == uuid,
+                    usecases.c.usecase == usecase,
+                    usecases.c.first_seen_at == since,
+                )
+                .values(removed_at=until)
             )
+        for table, table_rows in self.table_rows(rows).items():
+            self._write(table, table_rows, rows)
+        self.contents.forget_flat()
 
-    def missing(self, seen: set[str]) -> list[str]:
-        """Present models that ``seen`` lacks: what :meth:`mark_removed` would remove."""
-        return sorted(u for u, known in self.known.items() if not known[1] and u not in seen)
+    def table_rows(self, rows: _Rows) -> dict[sa.Table, list[dict[str, Any]]]:
+        """The rows to write for what is queued, by table, parents first."""
+        found: dict[sa.Table, list[dict[str, Any]]] = {
+            schema.agreements: [self._agreement_row(uuid) for uuid in sorted(rows.agreements)],
+            schema.models: [self._model_row(uuid) for uuid in sorted(rows.models)],
+        }
+        for table in CHILD_TABLES:
+            found[table] = [
+                child
+                for uuid in sorted(rows.new_content)
+                for child in self.contents.flat(self.state.models[uuid].content_id).children[
+                    table.name
+                ]
+            ]
+        for row in rows.history:
+            if row["valid_to"] is not None:
+                row["span_class"] = schema.span_class(
+                    (row["valid_to"] - row["valid_from"]).total_seconds()
+                )
+        found[schema.model_history] = rows.history
+        found[schema.agreement_history] = rows.agreement_history
+        found[schema.model_changes] = rows.changes
+        found[schema.model_change_fields] = rows.fields
+        found[schema.model_versions] = rows.versions
+        found[schema.model_usecases] = list(rows.usecases.values())
+        return found
 
-    def mark_removed(self, seen: set[str]) -> None:
-        """Sets ``removed_at`` on every present model that a complete listing did not contain."""
-        self.flush()
-        gone = self.missing(seen)
-        self.counts.removed += len(gone)
-        for uuid in gone:
-            self.known[uuid] = (self.known[uuid][0], True, self.known[uuid][2])
-        if gone and not self.dry_run:
-            self._set_removed_at(gone, self.observed_at)
-            self._close_history(schema.model_history, schema.model_history.c.model_uuid, gone)
-            self._save_changes([(uuid, "removed", None) for uuid in gone])
+    def _write(self, table: sa.Table, table_rows: list[dict[str, Any]], rows: _Rows) -> None:
+        if table is schema.agreements and not self.fresh:
+            upsert(self.conn, table, table_rows, (*_AGREEMENT_FIELDS, "first_seen_at"))
+            return
+        if table is schema.models and not self.fresh:
+            update = [c.name for c in table.c if c.name != "uuid"]
+            upsert(self.conn, table, table_rows, update)
+            return
+        if table in CHILD_TABLES and not self.fresh:
+            for part in chunks(sorted(rows.new_content)):
+                self.conn.execute(sa.delete(table).where(table.c.model_uuid.in_(part)))
+        for part in chunks(table_rows):
+            self.conn.execute(table.insert(), list(part))
+
+    def _model_row(self, uuid: str) -> dict[str, Any]:
+        model = self.state.models[uuid]
+        flat = self.contents.flat(model.content_id)
+        content = self.contents[model.content_id]
+        return {
+            **flat.model,
+            "raw": schema.SerializedJSON(flat.raw_json),
+            "content_hash": content.content_hash,
+            "raw_hash": content.raw_hash,
+            "first_seen_at": model.first_seen_at,
+            "removed_at": model.removed_at,
+        }
+
+    def _agreement_row(self, uuid: str) -> dict[str, Any]:
+        agreement = self.state.agreements[uuid]
+        return {
+            "uuid": uuid,
+            **dict(zip(_AGREEMENT_FIELDS, agreement.values, strict=True)),
+            "first_seen_at": agreement.first_seen_at,
+        }
 
 
-def _agreement_order(values: tuple[Any, ...]) -> tuple[str, ...]:
-    return tuple(value or "" for value in values)
+def _close(row: dict[str, Any], t: datetime, run_id: int) -> None:
+    row["valid_to"], row["closed_by_run"] = t, run_id
 
 
-def _json_text(value: Any) -> str | None:
+def _path(path: str) -> str:
+    """A field path as ``model_change_fields`` stores it: no NUL, at most 255 characters."""
+    return path.replace("\x00", "\\u0000")[:MAX_SHORT]
+
+
+def json_text(value: Any) -> str | None:
     """A changed value as text every dialect stores: strings as they are, anything else as
     JSON; NUL written as ``\\u0000`` (PostgreSQL text refuses it) and cut to a TEXT column's
     64 KB (MariaDB's limit) with a trailing ``...``."""
@@ -516,6 +408,300 @@ def _json_text(value: Any) -> str | None:
     if len(text) > MAX_TEXT_BYTES // 4 and len(text.encode()) > MAX_TEXT_BYTES:
         text = text.encode()[: MAX_TEXT_BYTES - 3].decode("utf-8", "ignore") + "..."
     return text
+
+
+def load_state(conn: Connection, contents: Contents) -> State:
+    """The fold's state as the tables hold it after the last run loaded (but for
+    ``last_snapshot``, which the caller knows)."""
+    state = State()
+    models, stored = schema.models, schema.observed_contents
+    query = sa.select(
+        models.c.uuid, stored.c.content_id, models.c.first_seen_at, models.c.removed_at
+    ).join(stored, stored.c.raw_hash == models.c.raw_hash)
+    for uuid, content_id, first_seen, removed in conn.execute(query):
+        state.models[uuid] = ModelState(content_id, removed is None, first_seen, removed)
+    for row in conn.execute(sa.select(schema.agreements)):
+        values = (row.name, row.description, row.url)
+        state.agreements[row.uuid] = AgreementState(values, row.first_seen_at)
+    versions = schema.model_versions
+    query = sa.select(versions.c.model_uuid, versions.c.major, versions.c.minor, versions.c.patch)
+    state.versions = {tuple(row) for row in conn.execute(query)}
+    usecases = schema.model_usecases
+    query = sa.select(usecases).where(usecases.c.removed_at.is_(None))
+    state.usecases = {(r.model_uuid, r.usecase): r.first_seen_at for r in conn.execute(query)}
+    return state
+
+
+def last_run(conn: Connection) -> tuple[datetime, int, int | None] | None:
+    """(observed_at, id, snapshot id) of the last run whose observation counts."""
+    runs = schema.sync_runs
+    found = conn.execute(
+        sa.select(runs.c.observed_at, runs.c.id, runs.c.snapshot_id)
+        .where(runs.c.status == "succeeded", runs.c.snapshot_id.is_not(None))
+        .order_by(runs.c.observed_at.desc(), runs.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if found is None else (found[0], found[1], found[2])
+
+
+def projection_version(conn: Connection) -> str | None:
+    """The rules the tables were derived with (None: never derived)."""
+    table = schema.etl_state
+    return conn.execute(
+        sa.select(table.c.value).where(table.c.name == "projection")
+    ).scalar_one_or_none()
+
+
+def _set_projection_version(conn: Connection) -> None:
+    upsert(conn, schema.etl_state, [{"name": "projection", "value": PROJECTION_VERSION}], ["value"])
+
+
+def derive(conn: Connection) -> Projector:
+    """Folds every observed run from nothing, keeping every row in memory (nothing written)."""
+    contents = Contents(conn)
+    projector = Projector(conn, contents, State(), fresh=True, flush_rows=None)
+    for run in observed_runs(conn, contents):
+        projector.apply(run)
+    return projector
+
+
+def expected_rows(
+    conn: Connection,
+) -> tuple[dict[sa.Table, list[dict[str, Any]]], dict[int, Counts]]:
+    """Every projection table's rows as the observations derive them, and each run's counts."""
+    projector = derive(conn)
+    return projector.table_rows(projector.rows), projector.counts
+
+
+def rebuild(conn: Connection) -> dict[int, Counts]:
+    """Derives the whole projection again from the observations and writes it in place of
+    the tables' rows; records each run's counts. Returns them."""
+    tables, counts = expected_rows(conn)
+    for table in reversed(PROJECTION_TABLES):
+        conn.execute(sa.delete(table))
+    for table in PROJECTION_TABLES:
+        for part in chunks(tables[table]):
+            conn.execute(table.insert(), list(part))
+    save_counts(conn, counts)
+    _set_projection_version(conn)
+    return counts
+
+
+_UPDATE_COUNTS = (
+    sa.update(schema.sync_runs)
+    .where(schema.sync_runs.c.id == sa.bindparam("run_id"))
+    .values(
+        inserted=sa.bindparam("inserted"),
+        updated=sa.bindparam("updated"),
+        unchanged=sa.bindparam("unchanged"),
+        removed=sa.bindparam("removed"),
+        restored=sa.bindparam("restored"),
+    )
+)
+
+
+def save_counts(conn: Connection, counts: dict[int, Counts]) -> None:
+    """Records each run's counts in ``sync_runs``."""
+    rows = [{"run_id": run_id, **asdict(c)} for run_id, c in counts.items()]
+    for part in chunks(rows):
+        conn.execute(_UPDATE_COUNTS, list(part))
+
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""How far past now a snapshot's time may be (clocks differ a little); later is refused."""
+
+
+@dataclass
+class Loaded:
+    """One snapshot's load.
+
+    Attributes:
+        run_id: The run that holds it, or the run that had loaded it already.
+        skipped: True when an earlier run had loaded the same snapshot at the same time.
+        counts: What it did (after a rebuild, as the rebuild derived it).
+        models: Models it holds.
+        unstorable: Models listed that could not be stored (the run marks no removals).
+        marks_removals: Whether the run marked missing models removed.
+        warnings: Bad values and unstorable models it met.
+    """
+
+    run_id: int
+    skipped: bool = False
+    counts: Counts = field(default_factory=Counts)
+    models: int = 0
+    unstorable: int = 0
+    marks_removals: bool = False
+    warnings: int = 0
+
+
+class Refused(InvalidResponseError):
+    """A snapshot the loader will not take (exit 5); raised before anything of it is written."""
+
+
+class Loader:
+    """Loads snapshots into one transaction: stores what each observed, then brings the
+    projection up to date. Sync and backfill both load through this.
+
+    A snapshot later than every loaded run is folded onto the tables' state; one that lands
+    before others marks the projection for one :func:`rebuild` in :meth:`finish`, whatever
+    the number of such snapshots.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.contents = Contents(conn)
+        self.stale = projection_version(conn) != PROJECTION_VERSION
+        self.last = last_run(conn)
+        self.projector: Projector | None = None
+        self.loaded: list[Loaded] = []
+        self.warnings = Warnings()
+
+    def load(
+        self,
+        content: SnapshotContent,
+        *,
+        observed_at: datetime,
+        source: str,
+        mode: str,
+        run_id: int | None = None,
+        started_at: datetime | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Loaded:
+        """Stores one snapshot as a run and folds it.
+
+        Args:
+            content: The snapshot.
+            observed_at: When it was observed.
+            source: Names it in messages: its file, or the sync's run.
+            mode: ``sync`` or ``backfill``.
+            run_id: The run's row when it exists already (a sync records itself first).
+            started_at: When the run started (default: now).
+            extra: More ``sync_runs`` columns to record (requests, retries...).
+
+        Raises:
+            InvalidResponseError: Dated in the future, holding no storable model, or another
+                catalog at the same instant as a loaded run.
+        """
+        now = datetime.now(UTC)
+        if observed_at > now + FUTURE_TOLERANCE:
+            raise Refused(
+                f"{source}: observed at {format_instant(observed_at)}, after now "
+                f"({format_instant(now)}); refused (check the file's name or --as-of)"
+            )
+        received = receive(content.models, content.hashes, frozenset(content.confirmed))
+        if content.models and not received.models:
+            raise Refused(f"{source}: no model in it has a usable uuid; refused")
+        marks = content.marks_removals and received.unidentified == 0 and bool(received.models)
+        same = self._same_instant(observed_at, received.digest, marks, source)
+        if same is not None:
+            return same
+        before = self.warnings.count
+        stored = save_snapshot(self.conn, received, self.warnings)
+        warnings = self.warnings.count - before
+        marks = marks and stored.unstorable == 0
+        values = {
+            "status": "succeeded",
+            "finished_at": datetime.now(UTC),
+            "observed_at": observed_at,
+            "complete": marks,
+            "pages": content.pages,
+            "models_seen": len(content.tally.uuids),
+            "snapshot_hash": received.digest,
+            "snapshot_id": stored.snapshot_id,
+            "warnings": warnings,
+            "source": source if mode == "backfill" else None,
+            **(extra or {}),
+        }
+        if run_id is None:
+            run_id = start_run(
+                self.conn,
+                mode=mode,
+                filters={"archived": "filtered"} if content.filtered else {},
+                started_at=started_at or now,
+                observed_at=observed_at,
+            )
+        finish_run(self.conn, run_id, **values)
+        if content.usecases:
+            save_usecases(self.conn, run_id, content.usecases)
+        loaded = Loaded(run_id, False, Counts(), stored.models, stored.unstorable, marks, warnings)
+        self._fold(loaded, observed_at, stored.snapshot_id, content)
+        self.loaded.append(loaded)
+        return loaded
+
+    def _same_instant(
+        self, observed_at: datetime, digest: str, marks: bool, source: str
+    ) -> Loaded | None:
+        runs = schema.sync_runs
+        found = self.conn.execute(
+            sa.select(runs.c.id, runs.c.snapshot_hash, runs.c.complete, runs.c.mode, runs.c.source)
+            .where(runs.c.status == "succeeded", runs.c.observed_at == observed_at)
+            .order_by(runs.c.id)
+        ).first()
+        if found is None:
+            return None
+        if found.snapshot_hash == digest and bool(found.complete) == marks:
+            log.info("%s: already loaded as run %d; skipped", source, found.id)
+            return Loaded(found.id, skipped=True)
+        other = found.source or f"run {found.id} ({found.mode})"
+        raise Refused(
+            f"{source}: another catalog was loaded for the same instant "
+            f"{format_instant(observed_at)} from {other}; refused (one instant holds one catalog)"
+        )
+
+    def _fold(
+        self, loaded: Loaded, observed_at: datetime, snapshot_id: int, content: SnapshotContent
+    ) -> None:
+        position = (observed_at, loaded.run_id)
+        in_order = self.last is None or position > self.last[:2]
+        previous = self.last
+        self.last = (observed_at, loaded.run_id, snapshot_id)
+        if self.stale or not in_order:
+            self.stale = True
+            return
+        if self.projector is None:
+            repeated = previous is not None and previous[2] == snapshot_id
+            if (
+                repeated
+                and not (content.confirmed or content.usecases)
+                and self._present() == loaded.models
+            ):
+                loaded.counts = Counts(unchanged=loaded.models)  # the same catalog again
+                self._save(loaded)
+                return
+            state = load_state(self.conn, self.contents)
+            state.last_snapshot = None if previous is None else previous[2]
+            self.projector = Projector(self.conn, self.contents, state, fresh=False)
+        members = snapshot_members(self.conn, self.contents, snapshot_id)
+        runs = schema.sync_runs
+        row = self.conn.execute(
+            sa.select(
+                runs.c.id, runs.c.observed_at, runs.c.complete, runs.c.filters, runs.c.snapshot_id
+            ).where(runs.c.id == loaded.run_id)
+        ).one()
+        loaded.counts = self.projector.apply(observed_run(row, members, content.usecases))
+        self._save(loaded)
+
+    def _present(self) -> int:
+        models = schema.models
+        query = sa.select(sa.func.count()).select_from(models).where(models.c.removed_at.is_(None))
+        return int(self.conn.execute(query).scalar_one())
+
+    def _save(self, loaded: Loaded) -> None:
+        save_counts(self.conn, {loaded.run_id: loaded.counts})
+
+    def finish(self) -> None:
+        """Writes what is queued, or derives the whole projection again when a snapshot
+        landed before others."""
+        if self.stale:
+            counts = rebuild(self.conn)
+            for loaded in self.loaded:
+                if not loaded.skipped:
+                    loaded.counts = counts.get(loaded.run_id, loaded.counts)
+            return
+        if self.projector is not None:
+            self.projector.flush()
+        if projection_version(self.conn) is None:
+            _set_projection_version(self.conn)
 
 
 def start_run(
@@ -549,166 +735,8 @@ _NEW_RUN = {"status": "running", "complete": False, **dict.fromkeys(
     ("requests", "retries", "pages", "models_seen", "inserted", "updated", "unchanged", "removed",
      "restored", "warnings"), 0)}  # fmt: skip
 _UPDATE_RUN = sa.update(schema.sync_runs).where(schema.sync_runs.c.id == sa.bindparam("run_id"))
-"""Statements built once: a backfill records thousands of runs, and building a statement
-costs more than running it."""
 
 
 def finish_run(conn: Connection, run_id: int, **values: Any) -> None:
     """Records a run's outcome: its status, finish time, counts and error."""
     conn.execute(_UPDATE_RUN, {**values, "run_id": run_id})
-
-
-@dataclass
-class Replay:
-    """A recorded run to apply again after a rewind: the models it saw, as history holds them.
-
-    Attributes:
-        run_id: The run.
-        observed_at: Its observation time.
-        members: (model uuid, history_id of the content it saw).
-        marks_removals: Whether it was a complete, unfiltered listing.
-    """
-
-    run_id: int
-    observed_at: datetime
-    members: list[tuple[str, int]]
-    marks_removals: bool
-
-
-def loaded_run(conn: Connection, when: datetime, digest: str) -> int | None:
-    """The succeeded run that saw the snapshot of this digest at this time, if any."""
-    found = conn.execute(_LOADED_RUN, {"when": when, "digest": digest}).first()
-    return None if found is None else int(found.id)
-
-
-def later_runs(conn: Connection, when: datetime) -> list[Any]:
-    """Succeeded runs observed after ``when``, oldest first."""
-    return list(conn.execute(_LATER_RUNS, {"when": when}))
-
-
-_runs = schema.sync_runs
-_LATER_RUNS = (
-    sa.select(_runs.c.id, _runs.c.observed_at, _runs.c.complete, _runs.c.filters)
-    .where(_runs.c.status == "succeeded", _runs.c.observed_at > sa.bindparam("when"))
-    .order_by(_runs.c.observed_at, _runs.c.id)
-)
-_LOADED_RUN = sa.select(_runs.c.id).where(
-    _runs.c.status == "succeeded",
-    _runs.c.observed_at == sa.bindparam("when"),
-    _runs.c.snapshot_hash == sa.bindparam("digest"),
-)
-
-
-def plan_replays(
-    conn: Connection, runs: Sequence[Any], when: datetime
-) -> tuple[list[Replay], dict[int, Any]]:
-    """Reconstructs, from history, what each later run saw, before :func:`rewind` erases it.
-
-    A complete run saw exactly the models history holds at its time; a filtered or partial run
-    is known only by the contents it opened. Once a complete run is replayed the timeline is back
-    on its recorded course, so later runs that changed nothing need no replay.
-
-    Returns:
-        The replays in time order, and the raw content and bytes digest of every history row
-        they name.
-    """
-    history, changes = schema.model_history, schema.model_changes
-    ids = [run.id for run in runs]
-    changed_runs: set[int] = set()
-    for part in chunks(ids):
-        query = sa.select(changes.c.run_id).where(changes.c.run_id.in_(part)).distinct()
-        changed_runs.update(conn.execute(query).scalars())
-    alive = sa.or_(history.c.valid_to.is_(None), history.c.valid_to > when)
-    rows = list(
-        conn.execute(
-            sa.select(
-                history.c.history_id,
-                history.c.model_uuid,
-                history.c.valid_from,
-                history.c.valid_to,
-                history.c.opened_by_run,
-                history.c.raw,
-                history.c.raw_hash,
-            ).where(alive)
-        )
-    )
-    contents = {row.history_id: (row.raw, row.raw_hash) for row in rows}
-    replays: list[Replay] = []
-    back_on_course = False
-    for run in runs:
-        if back_on_course and run.id not in changed_runs:
-            continue
-        marks = bool(run.complete) and not run.filters
-        t = run.observed_at
-        if marks:
-            members = [
-                (row.model_uuid, row.history_id)
-                for row in rows
-                if row.valid_from <= t and (row.valid_to is None or row.valid_to > t)
-            ]
-        else:
-            members = [
-                (row.model_uuid, row.history_id) for row in rows if row.opened_by_run == run.id
-            ]
-        replays.append(Replay(run.id, t, members, marks))
-        back_on_course = back_on_course or marks
-    return replays, contents
-
-
-def rewind(conn: Connection, when: datetime, run_ids: Sequence[int]) -> None:
-    """Erases what runs after ``when`` recorded, leaving history as it stood at ``when``.
-
-    The catalog tables themselves are left alone: the writer that follows starts from history
-    (``CatalogWriter(as_of=when)``) and rewrites every row the replayed runs touch.
-    """
-    for table in (schema.model_change_fields, schema.model_changes):
-        for part in chunks(run_ids):
-            conn.execute(sa.delete(table).where(table.c.run_id.in_(part)))
-    for table in (schema.model_history, schema.agreement_history):
-        conn.execute(sa.delete(table).where(table.c.valid_from > when))
-        reopened: dict[str, Any] = {"valid_to": None, "closed_by_run": None}
-        if "span_class" in table.c:
-            reopened["span_class"] = None
-        conn.execute(sa.update(table).where(table.c.valid_to > when).values(reopened))
-    versions = schema.model_versions
-    conn.execute(sa.delete(versions).where(versions.c.first_seen_at > when))
-
-
-def save_usecase_members(
-    conn: Connection, usecase: str, members: set[str], observed_at: datetime, complete: bool
-) -> tuple[int, int]:
-    """Records which models one usecase listing held: opens new memberships and, when the
-    listing was complete, ends those it no longer holds.
-
-    Returns:
-        (memberships opened, memberships ended).
-    """
-    table = schema.model_usecases
-    open_now = set(
-        conn.execute(
-            sa.select(table.c.model_uuid).where(
-                table.c.usecase == usecase, table.c.removed_at.is_(None)
-            )
-        ).scalars()
-    )
-    joined = sorted(members - open_now)
-    if joined:
-        conn.execute(
-            table.insert(),
-            [
-                {"model_uuid": uuid, "usecase": usecase, "first_seen_at": observed_at}
-                for uuid in joined
-            ],
-        )
-    left = sorted(open_now - members) if complete else []
-    for part in chunks(left):
-        conn.execute(
-            sa.update(table)
-            .where(
-                table.c.usecase == usecase,
-                table.c.model_uuid.in_(part),
-                table.c.removed_at.is_(None),
-            )
-            .values(removed_at=observed_at)
-        )
-    return len(joined), len(left)

@@ -3,9 +3,9 @@ snapshots, flatten, load), each recorded in ``sync_runs``."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import db
+from etl import db, schema
 from etl.archive import (
     ArchiveWriter,
     BadSnapshot,
@@ -29,23 +29,16 @@ from etl.archive import (
 )
 from etl.client import Listing
 from etl.config import USECASES, Settings
-from etl.errors import CatalogShiftedError, DatabaseError, EtlError, Interrupted
-from etl.http import Fetcher, build_session
-from etl.load import (
-    CatalogWriter,
-    Counts,
-    Replay,
-    finish_run,
-    later_runs,
-    loaded_run,
-    plan_replays,
-    rewind,
-    save_usecase_members,
-    start_run,
+from etl.errors import (
+    CatalogShiftedError,
+    DatabaseError,
+    EtlError,
+    Interrupted,
+    InvalidResponseError,
 )
+from etl.http import Fetcher, build_session
+from etl.load import Loaded, Loader, Refused, finish_run, start_run
 from etl.lock import mark_abandoned, run_lock
-from etl.pages import snapshot_pairs
-from etl.transform import KNOWN_FIELDS, BadModel, FlatModel, flatten, snapshot_digest
 
 log = logging.getLogger("etl")
 
@@ -76,69 +69,19 @@ class SyncResult:
         return asdict(self)
 
 
-class _Warnings:
-    """Counts bad-data warnings, logging the first few in full and schema drift once per field."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.drift: set[str] = set()
-
-    def model(self, uuid: str | None, message: str) -> None:
-        self.count += 1
-        if self.count <= MAX_LOGGED_WARNINGS:
-            log.warning("model %s: %s", uuid or "?", message)
-        elif self.count == MAX_LOGGED_WARNINGS + 1:
-            log.warning("more model warnings in this run; only their count is recorded")
-
-    def unknown_fields(self, fields: frozenset[str]) -> None:
-        for name in sorted(fields - self.drift):
-            self.drift.add(name)
-            log.warning("schema drift: field %r is not in the spec; kept in raw", name)
-
-
-def flatten_page(
-    models: Sequence[Any], warnings: _Warnings, raw_hashes: Sequence[str | None] | None = None
-) -> list[FlatModel]:
-    """Flattens a page's models; one that cannot be stored is skipped with a warning."""
-    flats = []
-    for model, raw in zip(models, raw_hashes or [None] * len(models), strict=True):
-        try:
-            flat = flatten(model)
-        except BadModel as exc:
-            warnings.model(None, f"skipped: {exc}")
-            continue
-        flat.raw_hash = raw
-        for message in flat.warnings:
-            warnings.model(flat.uuid, message)
-        flats.append(flat)
-    return flats
-
-
-def _save_page(
-    writer: CatalogWriter,
-    models: Sequence[Any],
-    raw_hashes: Sequence[str | None] | None,
-    warnings: _Warnings,
-) -> None:
-    """Saves one page or snapshot: models sent byte for byte as before are only counted."""
-    for model in models:
-        if isinstance(model, dict) and not model.keys() <= KNOWN_FIELDS:
-            warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
-    rest = writer.skip_unchanged(models, raw_hashes)
-    changed = [model for model, _ in rest]
-    writer.save_models(flatten_page(changed, warnings, [raw for _, raw in rest]))
-
-
 def run_sync(
     settings: Settings,
     *,
     sleep: Callable[[float], None] | None = None,
 ) -> SyncResult:
-    """Lists the whole catalog and brings the database up to date, in one transaction.
+    """Lists the whole catalog into a snapshot file, then loads it in one short transaction.
 
-    The run's observation time is when its first page arrived. A listing in which the catalog
-    moved while we paged (a model twice, totals that disagree) is rolled back and listed again
-    from page 1, up to ``settings.list_attempts`` times.
+    Fetch, then write: no transaction is open while we wait for the network. The snapshot is
+    the gzip JSON-lines file ``--archive-dir`` keeps (a temporary file otherwise), and it is
+    loaded exactly as ``etl backfill`` loads a file. The run's observation time is when its
+    first page arrived. A listing in which the catalog moved while we paged (a model twice,
+    totals that disagree) is thrown away and listed again from page 1, up to
+    ``settings.list_attempts`` times.
 
     Args:
         settings: The run's configuration.
@@ -148,9 +91,9 @@ def run_sync(
         The run's counts.
 
     Raises:
-        EtlError: The run failed; the catalog is as it was before and the run is recorded failed.
-        Interrupted: SIGTERM; the run is rolled back and recorded ``interrupted``.
-        KeyboardInterrupt: SIGINT; likewise.
+        EtlError: The run failed; nothing of it was written and the run is recorded failed.
+        Interrupted: SIGTERM before the commit; the run is recorded ``interrupted``.
+        KeyboardInterrupt: SIGINT before the commit; likewise.
     """
     started = time.monotonic()
     started_at = datetime.now(UTC)
@@ -167,16 +110,32 @@ def run_sync(
     try:
         with _signals_as_exceptions(), _writer_lock(engine, settings.dry_run):
             run_id = None
-            if not settings.dry_run:
-                with _database_errors(engine):
+            with _database_errors(engine):
+                if settings.dry_run:
+                    present = _present_models(engine) if db.check_schema(engine) else set()
+                else:
                     db.ensure_schema(engine)
                     with engine.begin() as conn:
                         _abandon_dead_runs(conn)
                         run_id = start_run(
                             conn, mode="sync", filters=settings.filters(), started_at=started_at
                         )
+                    present = _present_models(engine)
             try:
-                listing, counts = _list_and_load(engine, settings, fetcher, run_id, started_at)
+                with _snapshot_file(settings, started_at, run_id) as archive:
+                    listing = _fetch(settings, fetcher, archive, present)
+                    content = _read_fetched(archive.close())
+                    extra = {
+                        "requests": fetcher.requests,
+                        "retries": fetcher.retries,
+                        "filters": settings.filters() or None,
+                    }
+                    loaded = _load_one(
+                        engine, settings.dry_run, content, listing.observed_at,
+                        f"sync run {run_id}", "sync", run_id, started_at, extra,
+                    )  # fmt: skip
+                    if settings.archive_dir and not settings.dry_run:
+                        log.info("archived the run's responses in %s", archive.commit())
             except BaseException as exc:
                 if isinstance(exc, EtlError) and settings.token and settings.token in str(exc):
                     # An API may echo the credential in an error body that the message quotes:
@@ -185,59 +144,176 @@ def run_sync(
                 if run_id is not None:
                     _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
                 raise
+        _warn_partial(loaded, content, "the listing")
         return SyncResult(
             run_id=run_id,
             status="succeeded",
             dry_run=settings.dry_run,
-            complete=listing.complete,
+            complete=loaded.marks_removals,
             requests=fetcher.requests,
             retries=fetcher.retries,
             pages=listing.pages,
             models_seen=len(listing.uuids),
             duration_s=round(time.monotonic() - started, 3),
-            **asdict(counts),
+            warnings=loaded.warnings,
+            **asdict(loaded.counts),
         )
     finally:
         engine.dispose()
 
 
-def _list_and_load(
-    engine: Engine,
-    settings: Settings,
-    fetcher: Fetcher,
-    run_id: int | None,
-    started_at: datetime,
-) -> tuple[Listing, Counts]:
-    for attempt in range(1, settings.list_attempts + 1):
-        listing = Listing(
-            fetcher,
-            settings.api_url,
-            settings.per_page,
-            public_only=settings.public_only,
-            usecases=settings.usecases,
-        )
-        archive = (
-            ArchiveWriter(settings.archive_dir, started_at, run_id)
-            if settings.archive_dir
-            else None
-        )
+def _present_models(engine: Engine) -> set[str]:
+    """The models the database holds present: a listing that lacks some is confirmed."""
+    models = schema.models
+    with engine.connect() as conn:
+        query = sa.select(models.c.uuid).where(models.c.removed_at.is_(None))
+        return set(conn.execute(query).scalars())
+
+
+@contextmanager
+def _snapshot_file(
+    settings: Settings, started_at: datetime, run_id: int | None
+) -> Iterator[ArchiveWriter]:
+    """Where the sync writes its snapshot: the archive, or a temporary folder (a dry run's is
+    always temporary: dry runs write nothing)."""
+    if settings.archive_dir and not settings.dry_run:
+        archive = ArchiveWriter(settings.archive_dir, started_at, run_id)
         try:
-            counts = _load(engine, settings, listing, run_id, archive)
-        except BaseException as exc:
-            if archive is not None:
-                archive.discard()
-            if not isinstance(exc, CatalogShiftedError):
-                raise
+            yield archive
+        except BaseException:
+            archive.discard()
+            raise
+        return
+    with tempfile.TemporaryDirectory(prefix="etl-snapshot-") as folder:
+        archive = ArchiveWriter(folder, started_at, run_id)
+        try:
+            yield archive
+        finally:
+            archive.discard()
+
+
+@dataclass
+class _Fetched:
+    observed_at: datetime
+    pages: int
+    uuids: set[str]
+
+
+def _fetch(
+    settings: Settings, fetcher: Fetcher, archive: ArchiveWriter, present: set[str]
+) -> _Fetched:
+    """Lists the catalog into ``archive``: a listing that holds still, a confirming listing
+    when models we hold present are missing from it, and the usecase listings."""
+    for attempt in range(1, settings.list_attempts + 1):
+        listing = _listing(settings, fetcher)
+        observed_at: datetime | None = None
+        for page in listing:
+            observed_at = observed_at or page.fetched.fetched_at
+            archive.write(page.fetched)
+        assert observed_at is not None, "a listing has at least one page"
+        if listing.inconsistency or listing.duplicates:
+            reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
+            archive.restart()
             if attempt == settings.list_attempts:
                 raise CatalogShiftedError(
-                    f"{exc} in each of {attempt} listings; nothing was written, run again later"
-                ) from None
-            log.warning("%s; listing again from page 1 (attempt %d)", exc, attempt + 1)
+                    f"the catalog changed while paging ({reason}) in each of {attempt} "
+                    "listings; nothing was written, run again later"
+                )
+            log.warning(
+                "the catalog changed while paging (%s); listing again from page 1 (attempt %d)",
+                reason,
+                attempt + 1,
+            )
             continue
-        if archive is not None:
-            log.info("archived the run's responses in %s", archive.commit())
-        return listing, counts
+        if not listing.models:
+            raise InvalidResponseError(
+                "the API listed no models at all; nothing is recorded (an empty catalog is "
+                "refused, see the README)"
+            )
+        missing = present - listing.uuids
+        if missing and listing.complete and not settings.filtered:
+            log.info(
+                "%d models missing; listing again to confirm before marking them removed",
+                len(missing),
+            )
+            for page in Listing(fetcher, settings.api_url, settings.per_page):
+                archive.write(page.fetched, listing="confirm")
+        if settings.with_usecases:
+            for usecase in USECASES:
+                members = Listing(fetcher, settings.api_url, settings.per_page, usecases=(usecase,))
+                for page in members:
+                    archive.write(page.fetched)
+        return _Fetched(observed_at, listing.pages, listing.uuids)
     raise AssertionError("unreachable: list_attempts >= 1")
+
+
+def _read_fetched(path: Any) -> SnapshotContent:
+    """The snapshot a sync just wrote, read back as a backfill reads a file."""
+    try:
+        return SnapshotReader().read(path)
+    except BadSnapshot as exc:  # the listing checked each page: this is not expected
+        raise InvalidResponseError(f"the fetched snapshot is unreadable: {exc}") from None
+
+
+def _listing(settings: Settings, fetcher: Fetcher) -> Listing:
+    return Listing(
+        fetcher,
+        settings.api_url,
+        settings.per_page,
+        public_only=settings.public_only,
+        usecases=settings.usecases,
+    )
+
+
+def _load_one(
+    engine: Engine,
+    dry_run: bool,
+    content: SnapshotContent,
+    observed_at: datetime,
+    source: str,
+    mode: str,
+    run_id: int | None,
+    started_at: datetime,
+    extra: dict[str, Any],
+) -> Loaded:
+    """Loads one snapshot in one transaction (rolled back on a dry run)."""
+    with _database_errors(engine), engine.connect() as conn:
+        if dry_run and not db.check_schema(engine):
+            return Loaded(0, models=len(content.tally.uuids))
+        with conn.begin() as transaction:
+            loader = Loader(conn)
+            loaded = loader.load(
+                content,
+                observed_at=observed_at,
+                source=source,
+                mode=mode,
+                run_id=run_id,
+                started_at=started_at,
+                extra=extra,
+            )
+            loader.finish()
+            if dry_run:
+                transaction.rollback()
+    return loaded
+
+
+def _warn_partial(loaded: Loaded, content: SnapshotContent, what: str) -> None:
+    if loaded.skipped or loaded.marks_removals or content.filtered:
+        return
+    if loaded.unstorable:
+        log.warning(
+            "%d listed models could not be stored (they keep their last content); no model is "
+            "marked removed in this run",
+            loaded.unstorable,
+        )
+    else:
+        log.warning(
+            "%s is not provably complete (%d distinct models, meta.total %s); no model is "
+            "marked removed",
+            what,
+            len(content.tally.uuids),
+            content.tally.total,
+        )
 
 
 @contextmanager
@@ -273,119 +349,6 @@ def _signals_as_exceptions() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _load(
-    engine: Engine,
-    settings: Settings,
-    listing: Listing,
-    run_id: int | None,
-    archive: ArchiveWriter | None,
-) -> Counts:
-    warnings = _Warnings()
-    with _database_errors(engine), engine.begin() as conn:
-        writer: CatalogWriter | None = None
-        pairs: list[tuple[str, str]] = []
-        for page in listing:
-            if archive is not None:
-                archive.write(page.fetched)
-            if writer is None:
-                writer = CatalogWriter(
-                    conn, run_id, page.fetched.fetched_at, dry_run=settings.dry_run
-                )
-            _save_page(writer, page.models, page.fetched.model_hashes, warnings)
-            pairs.extend(snapshot_pairs(page.models, page.fetched.model_hashes))
-        assert writer is not None, "a listing has at least one page"
-        if listing.inconsistency or listing.duplicates:
-            reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
-            raise CatalogShiftedError(f"the catalog changed while paging ({reason})")
-        if listing.complete and not settings.filtered:
-            writer.mark_removed(_confirmed_present(listing, writer, settings))
-        elif not settings.filtered:
-            log.warning(
-                "the listing is not provably complete (%d distinct models, meta.total %s); "
-                "no model is marked removed",
-                len(listing.uuids),
-                listing.total,
-            )
-        writer.end_run()
-        if settings.with_usecases and not settings.dry_run:
-            _save_usecases(conn, listing, settings, writer.observed_at, archive)
-        writer.counts.warnings = warnings.count
-        if run_id is not None:
-            finish_run(
-                conn,
-                run_id,
-                status="succeeded",
-                finished_at=datetime.now(UTC),
-                observed_at=writer.observed_at,
-                complete=listing.complete,
-                requests=listing.fetcher.requests,
-                retries=listing.fetcher.retries,
-                pages=listing.pages,
-                models_seen=len(listing.uuids),
-                snapshot_hash=snapshot_digest(pairs),
-                **asdict(writer.counts),
-            )
-    return writer.counts
-
-
-def _confirmed_present(listing: Listing, writer: CatalogWriter, settings: Settings) -> set[str]:
-    """The models a complete listing proves present, checked once more before any removal.
-
-    A deletion and an addition while we page keep ``meta.total`` and leave no duplicate, yet
-    the model that slid onto an already fetched page was never seen. So a run that would remove
-    models lists the catalog again and removes only those missing from both listings: one more
-    listing, and only on runs that remove something. An empty catalog removes nothing.
-    """
-    missing = writer.missing(listing.uuids)
-    if not missing:
-        return listing.uuids
-    if not listing.uuids:
-        log.warning("the API listed no models at all; nothing is marked removed")
-        return set(writer.known)
-    log.info(
-        "%d models missing; listing again to confirm before marking them removed", len(missing)
-    )
-    again = Listing(listing.fetcher, settings.api_url, settings.per_page)
-    for _ in again:
-        pass
-    return listing.uuids | again.uuids
-
-
-def _save_usecases(
-    conn: Connection,
-    listing: Listing,
-    settings: Settings,
-    observed_at: datetime,
-    archive: ArchiveWriter | None,
-) -> None:
-    """Lists the catalog once per usecase and records each model's memberships."""
-    known = listing.uuids
-    for usecase in USECASES:
-        members = Listing(
-            listing.fetcher,
-            settings.api_url,
-            settings.per_page,
-            public_only=settings.public_only,
-            usecases=(usecase,),
-        )
-        seen: set[str] = set()
-        for page in members:
-            if archive is not None:
-                archive.write(page.fetched)
-            seen.update(
-                m["uuid"] for m in page.models if isinstance(m, dict) and m.get("uuid") in known
-            )
-        if members.uuids - known:
-            log.warning(
-                "%d models listed for %s were not in the catalog listing; ignored",
-                len(members.uuids - known),
-                usecase,
-            )
-        complete = members.complete and not settings.public_only
-        joined, left = save_usecase_members(conn, usecase, seen, observed_at, complete)
-        log.info("usecase %s: %d models, %d joined, %d left", usecase, len(seen), joined, left)
-
-
 @dataclass
 class BackfillResult:
     """What a backfill did, as printed by ``etl backfill``."""
@@ -415,12 +378,14 @@ def run_backfill(
     dry_run: bool = False,
     progress: Callable[[Iterable[Snapshot]], Iterable[Snapshot]] = lambda items: items,
 ) -> BackfillResult:
-    """Loads archived snapshots as runs of mode ``backfill``, in time order.
+    """Loads archived snapshots as runs of mode ``backfill``, in one transaction.
 
-    Each snapshot goes through the same flatten, upsert and history code as a sync. One older
-    than runs already recorded is put in its place: history is rewound to its time and the
-    later runs are replayed (see :func:`etl.load.plan_replays`). A snapshot already loaded (same
-    time, same content) is skipped, so running a backfill twice changes nothing.
+    Each file goes through the same loader as a sync's snapshot. Snapshots older than runs
+    already loaded take their place in time: the history is derived again once, however many
+    there are. A snapshot already loaded (same time, same content) is skipped, so running a
+    backfill twice changes nothing. A file that is not a snapshot, is dated in the future, or
+    holds another catalog for an instant already loaded is refused and named in ``failed``;
+    the others load.
 
     Args:
         database_url: The catalog database.
@@ -430,7 +395,7 @@ def run_backfill(
         progress: Wraps the snapshot iteration (a progress bar on a terminal).
 
     Returns:
-        What was loaded; ``failed`` names each unreadable file and why.
+        What was loaded; ``failed`` names each refused file and why.
     """
     started = time.monotonic()
     snapshots = sorted(
@@ -446,13 +411,18 @@ def run_backfill(
                 if not dry_run:
                     with conn.begin():
                         _abandon_dead_runs(conn)
-                outer = conn.begin() if dry_run else None
-                reader = SnapshotReader()
-                writer: CatalogWriter | None = None
-                for snapshot in progress(snapshots):
-                    writer = _backfill_one(conn, snapshot, result, dry_run, reader, writer)
-                if outer is not None:
-                    outer.rollback()
+                with conn.begin() as transaction:
+                    loader = Loader(conn)
+                    reader = SnapshotReader()
+                    for snapshot in progress(snapshots):
+                        _backfill_one(loader, reader, snapshot, result)
+                    loader.finish()
+                    for loaded in loader.loaded:
+                        for name in ("inserted", "updated", "removed", "restored"):
+                            total = getattr(result, name) + getattr(loaded.counts, name)
+                            setattr(result, name, total)
+                    if dry_run:
+                        transaction.rollback()
     finally:
         engine.dispose()
     result.duration_s = round(time.monotonic() - started, 3)
@@ -460,114 +430,25 @@ def run_backfill(
 
 
 def _backfill_one(
-    conn: Connection,
-    snapshot: Snapshot,
-    result: BackfillResult,
-    dry_run: bool,
-    reader: SnapshotReader,
-    writer: CatalogWriter | None,
-) -> CatalogWriter | None:
-    """Loads one snapshot in its own transaction.
-
-    Args:
-        writer: The previous snapshot's writer, whose picture of the catalog is the database's
-            when that snapshot was the newest run; None to read the picture afresh.
-
-    Returns:
-        A writer the next snapshot may go on with, or None.
-    """
+    loader: Loader, reader: SnapshotReader, snapshot: Snapshot, result: BackfillResult
+) -> None:
     try:
         content = reader.read(snapshot.path)
-    except BadSnapshot as exc:
+        loaded = loader.load(
+            content, observed_at=snapshot.observed_at, source=str(snapshot.path), mode="backfill"
+        )
+    except (BadSnapshot, Refused) as exc:
         log.error("%s: %s; nothing loaded from it", snapshot.path, exc)
         result.failed.append(f"{snapshot.path}: {exc}")
-        return writer
-    return _load_snapshot(conn, snapshot, content, result, dry_run, writer)
-
-
-def _load_snapshot(
-    conn: Connection,
-    snapshot: Snapshot,
-    content: SnapshotContent,
-    result: BackfillResult,
-    dry_run: bool,
-    writer: CatalogWriter | None,
-) -> CatalogWriter | None:
-    warnings = _Warnings()
-    when = snapshot.observed_at
-    with conn.begin() if not dry_run else contextlib.nullcontext():
-        digest = snapshot_digest(snapshot_pairs(content.models, content.hashes))
-        done = loaded_run(conn, when, digest)
-        if done is not None:
-            log.info("%s: already loaded as run %d; skipped", snapshot.path, done)
-            result.skipped += 1
-            return writer
-        run_id = start_run(
-            conn,
-            mode="backfill",
-            filters={"archived": "filtered"} if content.filtered else {},
-            started_at=datetime.now(UTC),
-            observed_at=when,
-            source=str(snapshot.path),
-        )
-        later = later_runs(conn, when)
-        replays: list[Replay] = []
-        contents: dict[int, Any] = {}
-        if later:
-            replays, contents = plan_replays(conn, later, when)
-            rewind(conn, when, [run.id for run in later])
-            writer = CatalogWriter(conn, run_id, when, as_of=when)
-        elif writer is None:
-            writer = CatalogWriter(conn, run_id, when)
-        else:
-            writer.begin_run(run_id, when)
-        _save_page(writer, content.models, content.hashes, warnings)
-        if content.marks_removals:
-            writer.mark_removed(content.tally.uuids)
-        else:
-            result.partial += 1
-            log.warning(
-                "%s: %s snapshot (%d models, meta.total %s); no model is marked removed",
-                snapshot.path,
-                "filtered" if content.filtered else "incomplete",
-                len(content.tally.uuids),
-                content.tally.total,
-            )
-        writer.end_run()
-        writer.counts.warnings = warnings.count
-        finish_run(
-            conn,
-            run_id,
-            status="succeeded",
-            finished_at=datetime.now(UTC),
-            complete=content.marks_removals,
-            pages=content.pages,
-            models_seen=len(content.tally.uuids),
-            snapshot_hash=digest,
-            **asdict(writer.counts),
-        )
-        for name in ("inserted", "updated", "removed", "restored", "warnings"):
-            setattr(result, name, getattr(result, name) + getattr(writer.counts, name))
-        result.loaded += 1
-        for replay in replays:
-            _replay(conn, writer, replay, contents)
-    # After replays the writer's picture is the newest replayed run's, not necessarily the
-    # tables' (a partial replay leaves rows as they were): read it afresh next time.
-    return None if replays else writer
-
-
-def _replay(
-    conn: Connection, writer: CatalogWriter, replay: Replay, contents: dict[int, Any]
-) -> None:
-    writer.begin_run(replay.run_id, replay.observed_at)
-    saved = [contents[history_id] for _, history_id in replay.members]
-    _save_page(writer, [raw for raw, _ in saved], [digest for _, digest in saved], _Warnings())
-    if replay.marks_removals:
-        writer.mark_removed({uuid for uuid, _ in replay.members})
-    writer.end_run()
-    counts = asdict(writer.counts)
-    del counts["warnings"]
-    finish_run(conn, replay.run_id, **counts)
+        return
+    if loaded.skipped:
+        result.skipped += 1
+        return
+    result.loaded += 1
+    result.warnings += loaded.warnings
+    if not loaded.marks_removals:
+        result.partial += 1
+        _warn_partial(loaded, content, str(snapshot.path))
 
 
 def _record_failure(

@@ -126,6 +126,7 @@ sync_runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("source", sa.Text),
     sa.Column("snapshot_hash", HASH),
+    sa.Column("snapshot_id", sa.Integer),  # snapshots.snapshot_id; no key: see migration 0007
     sa.Index(None, "status", "finished_at"),
     sa.Index(None, "observed_at"),
 )
@@ -318,6 +319,62 @@ model_usecases = sa.Table(
 NULL while it lasts (``etl sync --with-usecases``)."""
 
 CONTENT_COLUMNS = tuple(c.name for c in _content_columns())
+
+LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+"""Text beyond MySQL's 64 KB TEXT: a snapshot's member list of 10,000 models is larger."""
+
+observed_contents = sa.Table(
+    "observed_contents",
+    metadata,
+    sa.Column("content_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("raw_hash", sa.String(32), nullable=False, unique=True),
+    sa.Column("model_uuid", UUID, nullable=False, index=True),
+    sa.Column("content_hash", HASH, nullable=False),
+    sa.Column("version_major", sa.BigInteger, nullable=False),
+    sa.Column("version_minor", sa.BigInteger, nullable=False),
+    sa.Column("version_patch", sa.BigInteger, nullable=False),
+    sa.Column("agreement", sa.Text),
+    sa.Column("raw", StoredJSON, nullable=False),
+)
+"""Every distinct model content any run observed, stored once, by the digest of its JSON.
+
+``agreement`` is the agreement the model carries as JSON ``[uuid, name, description, url]``:
+the agreement rule reads it for every model of a run without parsing ``raw``."""
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("snapshot_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", HASH, nullable=False, unique=True),
+    sa.Column("models", sa.Integer, nullable=False),
+    sa.Column("unstorable", sa.Integer, nullable=False, default=0),
+    sa.Column("members", LONG_TEXT, nullable=False),
+)
+"""Each distinct set of models observed: ``members`` is the JSON array of their content ids,
+ascending. Runs that saw the same catalog share one row (``sync_runs.snapshot_id``);
+``unstorable`` counts models listed that could not be stored."""
+
+run_usecases = sa.Table(
+    "run_usecases",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("sync_runs.id"), primary_key=True),
+    sa.Column("usecase", sa.String(64), primary_key=True),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("members", LONG_TEXT, nullable=False),
+)
+"""What a run's usecase listings held (``etl sync --with-usecases``): a JSON array of uuids."""
+
+etl_state = sa.Table(
+    "etl_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+"""Small facts about the database; ``projection`` names the rules the history tables were
+derived with (:data:`etl.load.PROJECTION_VERSION`): a database derived with other rules is
+derived again."""
+
+OBSERVATION_TABLES = (observed_contents, snapshots, run_usecases)
 
 model_versions = sa.Table(
     "model_versions",

@@ -57,6 +57,14 @@ _INTEGER_COLUMNS = (
     "kb_min_chunk_size",
     "context_window",
 )
+_INT64_FIELDS = frozenset(
+    {"context_window", "kb_default_chunk_size", "kb_max_chunk_size", "kb_min_chunk_size"}
+)
+"""Top-level int64 fields: the gateway sends them as strings (``"12345"``, ``"0"``)."""
+_VERSION_FIELDS = frozenset({"major", "minor", "patch"})
+"""The int64 fields of ``version``."""
+_NO_FIELDS: frozenset[str] = frozenset()
+_INTEGER = re.compile(r"^\s*[+-]?\d{1,19}\s*$")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 """Any surrogate left in a Python string is half a pair: json.loads joins whole pairs."""
 _TIMESTAMP = re.compile(
@@ -108,11 +116,14 @@ def _is_zero(value: Any) -> bool:
     )
 
 
-def normalize(value: Any) -> Any:
+def normalize(value: Any, int64: frozenset[str] = _INT64_FIELDS) -> Any:
     """Returns ``value`` with every zero-valued or null field dropped, recursively.
 
-    Timestamps lose trailing zeros of their fraction, so ``12:00:00.000Z`` equals ``12:00:00Z``.
-    List order is kept; list elements are normalised but never dropped.
+    Numbers compare by value: an integral float becomes an int (``1000.0`` is ``1000``), and
+    the int64 fields the gateway sends as strings (``int64``) become ints, so ``"0"`` is a zero
+    like ``0`` and absent. Booleans stay booleans. Timestamps lose trailing zeros of their
+    fraction, so ``12:00:00.000Z`` equals ``12:00:00Z``. List order is kept; list elements are
+    normalised but never dropped.
     """
     # The hot loop of every changed model: the zero test is inlined (see _is_zero).
     if isinstance(value, dict):
@@ -120,7 +131,7 @@ def normalize(value: Any) -> Any:
         for key, item in value.items():
             kind = type(item)
             if kind is dict or kind is list or isinstance(item, dict | list):
-                item = normalize(item)
+                item = normalize(item, _VERSION_FIELDS if key == "version" else _NO_FIELDS)
                 if not item:
                     continue
             elif kind is str:
@@ -128,13 +139,29 @@ def normalize(value: Any) -> Any:
                     continue
                 if key in _TIMESTAMP_FIELDS:
                     item = _canonical_timestamp(item)
+                elif key in int64 and _INTEGER.match(item):
+                    item = int(item)
+                    if not item:
+                        continue
             elif item is None or item is False or ((kind is int or kind is float) and item == 0):
                 continue
+            elif kind is float and item.is_integer():
+                item = int(item)
             result[key] = item
         return result
     if isinstance(value, list):
-        return [normalize(item) if isinstance(item, dict | list) else item for item in value]
+        return [_normal_item(item) for item in value]
+    if type(value) is float and value.is_integer():
+        return int(value)
     return value
+
+
+def _normal_item(item: Any) -> Any:
+    if isinstance(item, dict | list):
+        return normalize(item, _NO_FIELDS)
+    if type(item) is float and item.is_integer():
+        return int(item)
+    return item
 
 
 def _canonical_timestamp(text: str) -> str:
@@ -225,7 +252,7 @@ class _Coercer:
         if abs(value) > MAX_BIGINT:
             self._warn(name, value, "out of range")
             return zero
-        return value
+        return value or zero  # "0" is the gateway's zero, like 0 and absent
 
     def number(self, name: str, value: Any) -> float | None:
         if type(value) is float and value and math.isfinite(value) and abs(value) <= 1e300:
@@ -497,7 +524,7 @@ def changed_fields(old: Any, new: Any, prefix: str = "") -> dict[str, dict[str, 
     # Fields equal as received are equal normalised: only the others are normalised and compared.
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key), new.get(key)
-        if before != after:
+        if before != after or _differ_in_type(before, after):
             path = f"{prefix}.{key}" if prefix else key
             _diff(_normal_field(key, before), _normal_field(key, after), path, result)
     return result
@@ -512,8 +539,16 @@ def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) ->
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(old.keys() | new.keys()):
             _diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key, result)
-    elif old != new:
+    elif old != new or _differ_in_type(old, new):
         result[prefix] = {"old": old, "new": new}
+
+
+def _differ_in_type(old: Any, new: Any) -> bool:
+    """Whether two values Python calls equal differ in the content hash: ``1`` and ``true``
+    (or such a pair inside a list). Normalised numbers are ints or floats by value already."""
+    if type(old) is type(new) and not isinstance(old, list):
+        return False
+    return canonical_json(old) != canonical_json(new)
 
 
 def snapshot_digest(models: Iterable[tuple[str, str]]) -> str:

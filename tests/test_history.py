@@ -317,8 +317,9 @@ def test_as_of_finds_rows_of_every_length(db_url: str, engine: sa.Engine) -> Non
     # (run times, just before and after them, between them) the as-of answer must be exactly
     # the rows holding it, whatever their length class.
     from etl import db, schema
-    from etl.load import CatalogWriter, finish_run, start_run
-    from etl.transform import flatten
+    from etl.archive import SnapshotContent
+    from etl.client import Tally
+    from etl.load import Loader
 
     db.ensure_schema(engine)
     models = make_catalog(6)
@@ -328,18 +329,20 @@ def test_as_of_finds_rows_of_every_length(db_url: str, engine: sa.Engine) -> Non
     for gap in gaps:
         times.append(times[-1] + timedelta(seconds=gap))
     for step, when in enumerate(times):
+        present = [
+            {**m, "name": f"{m['name']} v{step // (i + 1)}"}
+            for i, m in enumerate(models)
+            if (step + i) % 4 != 3  # each model leaves now and then, and comes back
+        ]
         with engine.begin() as conn:
-            run = start_run(conn, mode="sync", filters={}, started_at=when)
-            writer = CatalogWriter(conn, run, when)
-            present = [
-                {**m, "name": f"{m['name']} v{step // (i + 1)}"}
-                for i, m in enumerate(models)
-                if (step + i) % 4 != 3  # each model leaves now and then, and comes back
-            ]
-            writer.save_models([flatten(m) for m in present])
-            writer.mark_removed({m["uuid"] for m in present})
-            writer.end_run()
-            finish_run(conn, run, status="succeeded", complete=True)
+            loader = Loader(conn)
+            loader.load(
+                SnapshotContent(present, Tally(), known_complete=True),
+                observed_at=when,
+                source=f"step {step}",
+                mode="backfill",
+            )
+            loader.finish()
     history = table_rows(engine, "model_history")
     assert {r["span_class"] for r in history if r["valid_to"] is not None} >= {1, 5, 12, 30}
     probes = [t + timedelta(seconds=d) for t in times for d in (-0.5, 0, 0.5)] + [

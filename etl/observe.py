@@ -1,0 +1,351 @@
+"""What each run observed, stored compactly: the source of truth the history is derived from.
+
+A model's content is stored once in ``observed_contents``, keyed by the digest of its JSON as
+received; a run's catalog is a row of ``snapshots`` (its members' content ids), shared by every
+run that saw the same catalog. :class:`Contents` reads contents back for :mod:`etl.project`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from etl import schema
+from etl.pages import raw_hash
+from etl.project import Content, Run
+from etl.transform import BadModel, FlatModel, flatten, snapshot_digest
+
+log = logging.getLogger("etl.observe")
+
+BATCH = 500
+"""Rows per ``IN (...)`` list; stays under every dialect's parameter limit."""
+MAX_LOGGED_WARNINGS = 20
+
+
+def chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    """Yields successive slices of ``items`` of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Warnings:
+    """Counts bad-data warnings, logging the first few in full and schema drift once per field."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.drift: set[str] = set()
+
+    def model(self, uuid: str | None, message: str) -> None:
+        self.count += 1
+        if self.count <= MAX_LOGGED_WARNINGS:
+            log.warning("model %s: %s", uuid or "?", message)
+        elif self.count == MAX_LOGGED_WARNINGS + 1:
+            log.warning("more model warnings in this run; only their count is recorded")
+
+    def unknown_fields(self, fields: frozenset[str]) -> None:
+        for name in sorted(fields - self.drift):
+            self.drift.add(name)
+            log.warning("schema drift: field %r is not in the spec; kept in raw", name)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A snapshot as received, before storing: each identifiable model once (the last copy
+    wins), with the digest of its JSON, and how many models had no usable uuid."""
+
+    models: dict[str, tuple[Any, str]]
+    unidentified: int
+    also_present: frozenset[str] = frozenset()
+
+    @property
+    def digest(self) -> str:
+        """Identifies the snapshot: equal for the same models sent the same way."""
+        pairs = [(uuid, key) for uuid, (_, key) in self.models.items()]
+        pairs += [(uuid, "present") for uuid in self.also_present]
+        return snapshot_digest(pairs)
+
+
+def receive(
+    models: Sequence[Any],
+    hashes: Sequence[str | None] | None,
+    also_present: frozenset[str] = frozenset(),
+) -> Received:
+    """Keys each model of a snapshot by its uuid and the digest of its JSON.
+
+    Args:
+        models: The snapshot's models, as sent.
+        hashes: The digest of each one's bytes as received, when known.
+        also_present: Models a confirming listing saw that ``models`` lacks.
+    """
+    found: dict[str, tuple[Any, str]] = {}
+    unidentified = 0
+    for index, model in enumerate(models):
+        uuid = model.get("uuid") if isinstance(model, dict) else None
+        if not isinstance(uuid, str) or not uuid:
+            unidentified += 1
+            continue
+        digest = hashes[index] if hashes is not None else None
+        found.pop(uuid, None)  # a model sent twice: its last copy, in the order sent
+        found[uuid] = (model, digest or raw_hash(json.dumps(model, separators=(",", ":"))))
+    return Received(found, unidentified, frozenset(also_present - found.keys()))
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A snapshot as stored: its row, how many models it holds and how many could not be
+    stored (no usable uuid, nested too deep), and how many contents were new."""
+
+    snapshot_id: int
+    models: int
+    unstorable: int
+    new_contents: int
+
+
+def save_snapshot(conn: Connection, received: Received, warnings: Warnings) -> StoredSnapshot:
+    """Stores a snapshot's new contents and its member list, unless stored already."""
+    digest = received.digest
+    table = schema.snapshots
+    found = conn.execute(
+        sa.select(table.c.snapshot_id, table.c.models, table.c.unstorable).where(
+            table.c.digest == digest
+        )
+    ).first()
+    if found is not None:
+        return StoredSnapshot(found.snapshot_id, found.models, found.unstorable, 0)
+    keys = [key for _, key in received.models.values()]
+    ids = _content_ids(conn, keys)
+    rows: list[dict[str, Any]] = []
+    unstorable = received.unidentified
+    for uuid, (model, key) in received.models.items():
+        if key in ids:
+            continue
+        try:
+            flat = flatten(model)
+        except BadModel as exc:
+            warnings.model(uuid, f"cannot be stored: {exc}")
+            unstorable += 1
+            continue
+        if flat.unknown_fields:
+            warnings.unknown_fields(flat.unknown_fields)
+        for message in flat.warnings:
+            warnings.model(flat.uuid, message)
+        rows.append(_content_row(flat, key))
+    for part in chunks(rows):
+        conn.execute(schema.observed_contents.insert(), list(part))
+    if rows:
+        ids.update(_content_ids(conn, [row["raw_hash"] for row in rows]))
+    members: list[int | str] = sorted(ids[key] for key in keys if key in ids)
+    count = len(members)
+    members += sorted(received.also_present)
+    result = conn.execute(
+        table.insert().values(
+            digest=digest,
+            models=count,
+            unstorable=unstorable,
+            members=json.dumps(members, separators=(",", ":")),
+        )
+    )
+    snapshot_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    assert snapshot_id is not None
+    return StoredSnapshot(int(snapshot_id), count, unstorable, len(rows))
+
+
+def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
+    agreement = flat.agreement
+    return {
+        "raw_hash": key,
+        "model_uuid": flat.uuid,
+        "content_hash": flat.content_hash,
+        "version_major": flat.version[0],
+        "version_minor": flat.version[1],
+        "version_patch": flat.version[2],
+        "agreement": None
+        if agreement is None
+        else json.dumps([agreement[k] for k in ("uuid", "name", "description", "url")]),
+        "raw": schema.SerializedJSON(flat.raw_json),
+    }
+
+
+def _content_ids(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+    table = schema.observed_contents
+    found: dict[str, int] = {}
+    for part in chunks(keys):
+        query = sa.select(table.c.raw_hash, table.c.content_id).where(table.c.raw_hash.in_(part))
+        found.update((key, content_id) for key, content_id in conn.execute(query))
+    return found
+
+
+def save_usecases(
+    conn: Connection, run_id: int, usecases: dict[str, tuple[frozenset[str], bool]]
+) -> None:
+    """Stores what a run's usecase listings held."""
+    rows = [
+        {
+            "run_id": run_id,
+            "usecase": usecase,
+            "complete": complete,
+            "members": json.dumps(sorted(members)),
+        }
+        for usecase, (members, complete) in sorted(usecases.items())
+    ]
+    if rows:
+        conn.execute(schema.run_usecases.insert(), rows)
+
+
+class Contents:
+    """Stored contents by id, read from the database as the fold asks for them and kept.
+
+    Reading a content costs its light columns; its ``raw`` JSON is read only for the models
+    whose fields are compared or whose rows are written.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._light: dict[int, Content] = {}
+        self._raw: dict[int, Any] = {}
+        self._flat: dict[int, FlatModel] = {}
+
+    def __getitem__(self, content_id: int) -> Content:
+        found = self._light.get(content_id)
+        if found is None:
+            self.prefetch([content_id])
+            found = self._light[content_id]
+        return found
+
+    def prefetch(self, ids: Sequence[int]) -> None:
+        """Reads the light columns of every content in ``ids`` not read yet."""
+        missing = sorted({i for i in ids if i not in self._light})
+        table = schema.observed_contents
+        columns = [c for c in table.c if c.name != "raw"]
+        for part in chunks(missing):
+            for row in self.conn.execute(sa.select(*columns).where(table.c.content_id.in_(part))):
+                self._light[row.content_id] = _content(row)
+
+    def raw(self, content_id: int) -> Any:
+        """The model as received, for this content."""
+        if content_id not in self._raw:
+            self.prefetch_raw([content_id])
+        return self._raw[content_id]
+
+    def prefetch_raw(self, ids: Sequence[int]) -> None:
+        """Reads the ``raw`` JSON of every content in ``ids`` not read yet."""
+        table = schema.observed_contents
+        missing = sorted({i for i in ids if i not in self._raw})
+        for part in chunks(missing):
+            query = sa.select(table.c.content_id, table.c.raw).where(table.c.content_id.in_(part))
+            self._raw.update((content_id, raw) for content_id, raw in self.conn.execute(query))
+
+    def flat(self, content_id: int) -> FlatModel:
+        """The content flattened into rows (computed once)."""
+        found = self._flat.get(content_id)
+        if found is None:
+            found = self._flat[content_id] = flatten(self.raw(content_id))
+        return found
+
+    def forget_flat(self) -> None:
+        """Drops the flattened forms kept so far (they are large)."""
+        self._flat.clear()
+
+
+def _content(row: Any) -> Content:
+    agreement = None
+    if row.agreement is not None:
+        uuid, name, description, url = json.loads(row.agreement)
+        agreement = (uuid, (name, description, url))
+    return Content(
+        content_id=row.content_id,
+        uuid=row.model_uuid,
+        content_hash=row.content_hash,
+        raw_hash=row.raw_hash,
+        version=(row.version_major, row.version_minor, row.version_patch),
+        agreement=agreement,
+    )
+
+
+_runs = schema.sync_runs
+
+
+def observed_runs(
+    conn: Connection, contents: Contents, after: tuple[datetime, int] | None = None
+) -> Iterator[Run]:
+    """The runs whose observations count (succeeded, with a snapshot), in (observed_at, id)
+    order; only those after ``after`` when given."""
+    query = (
+        sa.select(
+            _runs.c.id, _runs.c.observed_at, _runs.c.complete, _runs.c.filters, _runs.c.snapshot_id
+        )
+        .where(_runs.c.status == "succeeded", _runs.c.snapshot_id.is_not(None))
+        .order_by(_runs.c.observed_at, _runs.c.id)
+    )
+    if after is not None:
+        when, run_id = after
+        query = query.where(
+            sa.or_(
+                _runs.c.observed_at > when,
+                sa.and_(_runs.c.observed_at == when, _runs.c.id > run_id),
+            )
+        )
+    runs = conn.execute(query).fetchall()
+    usecases = _usecases(conn, [run.id for run in runs])
+    members: dict[int, tuple[dict[str, int], frozenset[str]]] = {}
+    for run in runs:
+        if run.snapshot_id not in members:
+            members[run.snapshot_id] = snapshot_members(conn, contents, run.snapshot_id)
+        yield observed_run(run, members[run.snapshot_id], usecases.get(run.id, {}))
+
+
+def observed_run(
+    run: Any,
+    members: tuple[dict[str, int], frozenset[str]],
+    usecases: dict[str, tuple[frozenset[str], bool]],
+) -> Run:
+    """The observation of a ``sync_runs`` row (id, observed_at, complete, filters,
+    snapshot_id) with its snapshot's members."""
+    return Run(
+        run_id=run.id,
+        observed_at=run.observed_at,
+        members=members[0],
+        marks_removals=bool(run.complete) and not run.filters,
+        usecases=usecases,
+        snapshot_id=run.snapshot_id,
+        also_present=members[1],
+    )
+
+
+def snapshot_members(
+    conn: Connection, contents: Contents, snapshot_id: int
+) -> tuple[dict[str, int], frozenset[str]]:
+    """A snapshot's members (content id by model uuid), and the models it holds present
+    without their content."""
+    table = schema.snapshots
+    text = conn.execute(
+        sa.select(table.c.members).where(table.c.snapshot_id == snapshot_id)
+    ).scalar_one()
+    items = json.loads(text)
+    ids = [item for item in items if isinstance(item, int)]
+    contents.prefetch(ids)
+    present = frozenset(item for item in items if isinstance(item, str))
+    return {contents[i].uuid: i for i in ids}, present
+
+
+def _usecases(
+    conn: Connection, run_ids: Sequence[int]
+) -> dict[int, dict[str, tuple[frozenset[str], bool]]]:
+    table = schema.run_usecases
+    found: dict[int, dict[str, tuple[frozenset[str], bool]]] = {}
+    if not conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
+        return found
+    for part in chunks(run_ids):
+        for row in conn.execute(sa.select(table).where(table.c.run_id.in_(part))):
+            found.setdefault(row.run_id, {})[row.usecase] = (
+                frozenset(json.loads(row.members)),
+                bool(row.complete),
+            )
+    return found

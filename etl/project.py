@@ -1,0 +1,269 @@
+"""History as a projection: a pure fold of the stored observations, in time order.
+
+Every run stores what it observed (:mod:`etl.observe`): which models, with which content, and
+whether the listing may mark models removed. The history tables are a function of those
+observations taken in (observed_at, run id) order. :func:`fold` applies one run to a
+:class:`State` and returns what that run did (:class:`Effects`); nothing here touches a
+database. The rules (the README's "How history is derived"):
+
+* A model's content is its normalised JSON (:func:`etl.transform.content_hash`); a new history
+  row opens only when that changes, and always shows at least one changed field.
+* ``raw`` of a history row is the model as received by the run that opened the row.
+* A model absent from a run that marks removals is removed; one that comes back is restored.
+* An agreement's content at a run is the greatest (name, description, url) over every model
+  present in that run.
+* A usecase membership opens when a usecase listing first holds the model and ends when a
+  complete usecase listing no longer does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from etl.transform import changed_fields
+
+AgreementValues = tuple[str | None, str | None, str | None]
+"""An agreement's (name, description, url)."""
+
+
+@dataclass(frozen=True)
+class Content:
+    """One distinct model content, as stored once in ``observed_contents``.
+
+    Attributes:
+        content_id: Its key.
+        uuid: The model it belongs to.
+        content_hash: Hash of the normalised model: equal contents have equal hashes.
+        raw_hash: Digest of the model's JSON as received.
+        version: (major, minor, patch).
+        agreement: The agreement's uuid and values the model carries, or None.
+    """
+
+    content_id: int
+    uuid: str
+    content_hash: str
+    raw_hash: str
+    version: tuple[int, int, int]
+    agreement: tuple[str, AgreementValues] | None
+
+
+class ContentSource(Protocol):
+    """Contents by id (:class:`etl.observe.Contents`); ``raw`` is read only where needed."""
+
+    def __getitem__(self, content_id: int) -> Content: ...
+
+    def raw(self, content_id: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's observation.
+
+    Attributes:
+        run_id: ``sync_runs.id``.
+        observed_at: When the catalog was observed.
+        members: The content id of every model the run holds, by model uuid.
+        marks_removals: Whether the listing was complete and unfiltered, so that a present
+            model missing from it is removed.
+        usecases: For each usecase listed: its members' uuids, and whether that listing was
+            complete.
+        snapshot_id: The stored snapshot; runs that share one saw the same models.
+        also_present: Models a confirming listing found whose content the run did not keep:
+            a present one stays as it is, instead of being removed.
+    """
+
+    run_id: int
+    observed_at: datetime
+    members: Mapping[str, int]
+    marks_removals: bool
+    usecases: Mapping[str, tuple[frozenset[str], bool]] = field(default_factory=dict)
+    snapshot_id: int | None = None
+    also_present: frozenset[str] = frozenset()
+
+
+@dataclass
+class ModelState:
+    """A model as the fold has it after the runs so far."""
+
+    content_id: int
+    present: bool
+    first_seen_at: datetime
+    removed_at: datetime | None = None
+
+
+@dataclass
+class AgreementState:
+    values: AgreementValues
+    first_seen_at: datetime
+
+
+@dataclass
+class State:
+    """Everything the next run's effects depend on."""
+
+    models: dict[str, ModelState] = field(default_factory=dict)
+    agreements: dict[str, AgreementState] = field(default_factory=dict)
+    versions: set[tuple[str, int, int, int]] = field(default_factory=set)
+    usecases: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """Open usecase memberships: (model uuid, usecase) -> since when."""
+    last_snapshot: int | None = None
+    """The snapshot of the last run folded, for the shortcut in :func:`fold`."""
+
+
+@dataclass
+class Effects:
+    """What one run did.
+
+    Attributes:
+        opened: (model uuid, content id) of each history row the run opens.
+        closed: Model uuids whose open history row the run closes.
+        events: (model uuid, kind, field changes or None), kind one of added, changed,
+            removed, restored.
+        agreements_opened: Agreement uuids whose content the run (re)opens.
+        agreements_closed: Agreement uuids whose open history row the run closes.
+        versions: (model uuid, major, minor, patch) first seen in this run.
+        usecases_opened: (model uuid, usecase) memberships the run opens.
+        usecases_closed: (model uuid, usecase, since) memberships the run ends.
+        touched: Model uuids whose ``models`` row changes.
+    """
+
+    opened: list[tuple[str, int]] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    agreements_opened: list[str] = field(default_factory=list)
+    agreements_closed: list[str] = field(default_factory=list)
+    versions: list[tuple[str, int, int, int]] = field(default_factory=list)
+    usecases_opened: list[tuple[str, str]] = field(default_factory=list)
+    usecases_closed: list[tuple[str, str, datetime]] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.events or self.agreements_opened or self.usecases_opened
+                    or self.usecases_closed)  # fmt: skip
+
+    def count(self, kind: str) -> int:
+        """How many events of ``kind`` the run had."""
+        return sum(1 for _, event, _ in self.events if event == kind)
+
+
+def fold(state: State, run: Run, contents: ContentSource) -> Effects:
+    """Applies one run to ``state`` (in place) and returns its effects.
+
+    A run that saw the same snapshot as the run before it, and whose present models are
+    exactly that snapshot's, changes nothing: it is decided without looking at a model. The
+    property tests hold this shortcut to the full fold.
+
+    Args:
+        state: The state after every earlier run.
+        run: The next run in (observed_at, run id) order.
+        contents: Every content the run's members name.
+    """
+    effects = Effects()
+    if _repeats(state, run):
+        _fold_usecases(state, run, effects)
+        return effects
+    t = run.observed_at
+    for uuid in sorted(run.members):
+        content = contents[run.members[uuid]]
+        model = state.models.get(uuid)
+        if model is None:
+            state.models[uuid] = ModelState(content.content_id, True, t)
+            _open(effects, state, uuid, content, "added", None)
+            continue
+        before = contents[model.content_id]
+        same = before.content_hash == content.content_hash
+        if model.present and same:
+            continue
+        diff = (
+            None
+            if same
+            else changed_fields(contents.raw(before.content_id), contents.raw(content.content_id))
+        )
+        if model.present:
+            effects.closed.append(uuid)
+            _open(effects, state, uuid, content, "changed", diff)
+        else:
+            model.present, model.removed_at = True, None
+            _open(effects, state, uuid, content, "restored", diff or None)
+        model.content_id = content.content_id
+    if run.marks_removals:
+        for uuid, model in sorted(state.models.items()):
+            if model.present and uuid not in run.members and uuid not in run.also_present:
+                model.present, model.removed_at = False, t
+                effects.closed.append(uuid)
+                effects.events.append((uuid, "removed", None))
+                effects.touched.add(uuid)
+    _fold_agreements(state, run, contents, effects)
+    _fold_usecases(state, run, effects)
+    state.last_snapshot = run.snapshot_id
+    return effects
+
+
+def _repeats(state: State, run: Run) -> bool:
+    if run.snapshot_id is None or run.snapshot_id != state.last_snapshot or run.also_present:
+        return False
+    present = sum(1 for model in state.models.values() if model.present)
+    return present == len(run.members)
+
+
+def _open(
+    effects: Effects,
+    state: State,
+    uuid: str,
+    content: Content,
+    kind: str,
+    diff: dict[str, Any] | None,
+) -> None:
+    effects.opened.append((uuid, content.content_id))
+    effects.events.append((uuid, kind, diff))
+    effects.touched.add(uuid)
+    version = (uuid, *content.version)
+    if version not in state.versions:
+        state.versions.add(version)
+        effects.versions.append(version)
+
+
+def _fold_agreements(state: State, run: Run, contents: ContentSource, effects: Effects) -> None:
+    chosen: dict[str, AgreementValues] = {}
+    for content_id in run.members.values():
+        agreement = contents[content_id].agreement
+        if agreement is None:
+            continue
+        uuid, values = agreement
+        best = chosen.get(uuid)
+        if best is None or _order(values) > _order(best):
+            chosen[uuid] = values
+    for uuid in sorted(chosen):
+        values = chosen[uuid]
+        known = state.agreements.get(uuid)
+        if known is None:
+            state.agreements[uuid] = AgreementState(values, run.observed_at)
+        elif known.values == values:
+            continue
+        else:
+            known.values = values
+            effects.agreements_closed.append(uuid)
+        effects.agreements_opened.append(uuid)
+
+
+def _order(values: AgreementValues) -> tuple[str, ...]:
+    return tuple(value or "" for value in values)
+
+
+def _fold_usecases(state: State, run: Run, effects: Effects) -> None:
+    for usecase in sorted(run.usecases):
+        members, complete = run.usecases[usecase]
+        members = members & state.models.keys()
+        for uuid in sorted(members):
+            if (uuid, usecase) not in state.usecases:
+                state.usecases[(uuid, usecase)] = run.observed_at
+                effects.usecases_opened.append((uuid, usecase))
+        if complete:
+            for (uuid, name), since in sorted(state.usecases.items()):
+                if name == usecase and uuid not in members:
+                    del state.usecases[(uuid, name)]
+                    effects.usecases_closed.append((uuid, name, since))
