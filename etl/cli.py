@@ -275,6 +275,17 @@ def _migration_errors() -> Iterator[None]:
         ) from exc
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """The run lock (no sync or backfill meanwhile: exit 7), and SIGTERM as an exception, so
+    a stopped migration rolls its revision back."""
+    from etl import signals
+    from etl.lock import run_lock
+
+    with signals.as_exceptions(), run_lock(engine):
+        yield
+
+
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
 @click.pass_obj
@@ -282,7 +293,7 @@ def db_upgrade(obj: dict[str, Any], revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine, _migration_errors():
+    with db.errors(obj["database_url"]) as engine, _migration_errors(), _migration_lock(engine):
         db.upgrade(engine, revision)
         click.echo(f"database at {db.current(engine) or 'base'}")
 
@@ -294,7 +305,7 @@ def db_downgrade(obj: dict[str, Any], revision: str) -> None:
     """Migrate the schema down to REVISION (``base`` removes every table)."""
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine, _migration_errors():
+    with db.errors(obj["database_url"]) as engine, _migration_errors(), _migration_lock(engine):
         db.downgrade(engine, revision)
         click.echo(f"database at {db.current(engine) or 'base'}")
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import db
+from etl import db, signals
 from etl.archive import (
     ArchiveWriter,
     BadSnapshot,
@@ -43,7 +42,7 @@ from etl.load import (
     save_usecase_members,
     start_run,
 )
-from etl.lock import mark_abandoned, run_lock
+from etl.lock import RunLock, mark_abandoned, run_lock
 from etl.pages import snapshot_pairs
 from etl.transform import KNOWN_FIELDS, BadModel, FlatModel, flatten, snapshot_digest
 
@@ -165,18 +164,25 @@ def run_sync(
         sleep=sleep,
     )
     try:
-        with _signals_as_exceptions(), _writer_lock(engine, settings.dry_run):
+        with (
+            signals.as_exceptions(),
+            contextlib.ExitStack() as committed,
+            _writer_lock(engine, settings.dry_run) as lock,
+        ):
             run_id = None
-            if not settings.dry_run:
+            if lock is not None:
                 with _database_errors(engine):
                     db.ensure_schema(engine)
-                    with engine.begin() as conn:
+                    with lock.transaction() as conn:
                         _abandon_dead_runs(conn)
                         run_id = start_run(
                             conn, mode="sync", filters=settings.filters(), started_at=started_at
                         )
             try:
-                listing, counts = _list_and_load(engine, settings, fetcher, run_id, started_at)
+                listing, counts = _list_and_load(
+                    engine, settings, fetcher, run_id, started_at, lock, committed
+                )
+                signals.pause_for_tests("after-commit")
             except BaseException as exc:
                 if isinstance(exc, EtlError) and settings.token and settings.token in str(exc):
                     # An API may echo the credential in an error body that the message quotes:
@@ -207,6 +213,8 @@ def _list_and_load(
     fetcher: Fetcher,
     run_id: int | None,
     started_at: datetime,
+    lock: RunLock | None,
+    committed: contextlib.ExitStack,
 ) -> tuple[Listing, Counts]:
     for attempt in range(1, settings.list_attempts + 1):
         listing = Listing(
@@ -222,7 +230,7 @@ def _list_and_load(
             else None
         )
         try:
-            counts = _load(engine, settings, listing, run_id, archive)
+            counts = _load(engine, settings, listing, run_id, archive, lock, committed)
         except BaseException as exc:
             if archive is not None:
                 archive.discard()
@@ -241,13 +249,13 @@ def _list_and_load(
 
 
 @contextmanager
-def _writer_lock(engine: Engine, dry_run: bool) -> Iterator[None]:
-    """The database's run lock, for runs that write (a dry run takes none)."""
+def _writer_lock(engine: Engine, dry_run: bool) -> Iterator[RunLock | None]:
+    """The database's run lock, for runs that write (a dry run takes none: None)."""
     if dry_run:
-        yield
+        yield None
         return
-    with _database_errors(engine), run_lock(engine):
-        yield
+    with _database_errors(engine), run_lock(engine) as lock:
+        yield lock
 
 
 def _abandon_dead_runs(conn: Connection) -> None:
@@ -256,32 +264,24 @@ def _abandon_dead_runs(conn: Connection) -> None:
         log.warning("marked %d run(s) left 'running' by a killed process as abandoned", abandoned)
 
 
-@contextmanager
-def _signals_as_exceptions() -> Iterator[None]:
-    """Turns SIGTERM into :class:`Interrupted` so the run rolls back and records itself."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Interrupted("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _load(
     engine: Engine,
     settings: Settings,
     listing: Listing,
     run_id: int | None,
     archive: ArchiveWriter | None,
+    lock: RunLock | None,
+    committed: contextlib.ExitStack,
 ) -> Counts:
+    """Lists the catalog and writes it in one transaction.
+
+    Args:
+        committed: Where the commit's signal deferral goes: from just before the commit until
+            the run ends, a signal cannot turn a committed run into an interrupted one.
+    """
     warnings = _Warnings()
-    with _database_errors(engine), engine.begin() as conn:
+    transaction = engine.begin() if lock is None else lock.transaction()
+    with _database_errors(engine), transaction as conn:
         writer: CatalogWriter | None = None
         pairs: list[tuple[str, str]] = []
         for page in listing:
@@ -325,6 +325,7 @@ def _load(
                 snapshot_hash=snapshot_digest(pairs),
                 **asdict(writer.counts),
             )
+        committed.enter_context(signals.deferred())
     return writer.counts
 
 
@@ -440,36 +441,48 @@ def run_backfill(
     result = BackfillResult(dry_run, len(snapshots), 0, 0, 0, [], 0, 0, 0, 0, 0, 0.0)
     engine = db.create_engine(database_url)
     try:
-        with _signals_as_exceptions(), _writer_lock(engine, dry_run), _database_errors(engine):
+        with (
+            signals.as_exceptions(),
+            _writer_lock(engine, dry_run) as lock,
+            _database_errors(engine),
+            contextlib.ExitStack() as stack,
+        ):
             db.ensure_schema(engine)
-            with engine.connect() as conn:
-                if not dry_run:
-                    with conn.begin():
-                        _abandon_dead_runs(conn)
-                outer = conn.begin() if dry_run else None
-                reader = SnapshotReader()
-                writer: CatalogWriter | None = None
-                for snapshot in progress(snapshots):
-                    writer = _backfill_one(conn, snapshot, result, dry_run, reader, writer)
-                if outer is not None:
-                    outer.rollback()
+            transaction: Callable[[], AbstractContextManager[Connection]]
+            if lock is None:  # a dry run: one transaction, never committed
+                dry = stack.enter_context(engine.connect())
+                dry.begin()
+                transaction = partial(_within, dry)
+            else:
+                with lock.transaction() as conn:
+                    _abandon_dead_runs(conn)
+                transaction = lock.transaction
+            reader = SnapshotReader()
+            writer: CatalogWriter | None = None
+            for snapshot in progress(snapshots):
+                writer = _backfill_one(transaction, snapshot, result, reader, writer)
     finally:
         engine.dispose()
     result.duration_s = round(time.monotonic() - started, 3)
     return result
 
 
+def _within(conn: Connection) -> AbstractContextManager[Connection]:
+    """A dry run's "transaction" per snapshot: the run's one open transaction."""
+    return contextlib.nullcontext(conn)
+
+
 def _backfill_one(
-    conn: Connection,
+    transaction: Callable[[], AbstractContextManager[Connection]],
     snapshot: Snapshot,
     result: BackfillResult,
-    dry_run: bool,
     reader: SnapshotReader,
     writer: CatalogWriter | None,
 ) -> CatalogWriter | None:
     """Loads one snapshot in its own transaction.
 
     Args:
+        transaction: Opens the snapshot's transaction (the run lock's, or a dry run's).
         writer: The previous snapshot's writer, whose picture of the catalog is the database's
             when that snapshot was the newest run; None to read the picture afresh.
 
@@ -482,20 +495,21 @@ def _backfill_one(
         log.error("%s: %s; nothing loaded from it", snapshot.path, exc)
         result.failed.append(f"{snapshot.path}: {exc}")
         return writer
-    return _load_snapshot(conn, snapshot, content, result, dry_run, writer)
+    return _load_snapshot(transaction, snapshot, content, result, writer)
 
 
 def _load_snapshot(
-    conn: Connection,
+    transaction: Callable[[], AbstractContextManager[Connection]],
     snapshot: Snapshot,
     content: SnapshotContent,
     result: BackfillResult,
-    dry_run: bool,
     writer: CatalogWriter | None,
 ) -> CatalogWriter | None:
     warnings = _Warnings()
     when = snapshot.observed_at
-    with conn.begin() if not dry_run else contextlib.nullcontext():
+    with transaction() as conn:
+        if writer is not None:
+            writer.conn = conn  # SQLite: each transaction comes on a connection of its own
         digest = snapshot_digest(snapshot_pairs(content.models, content.hashes))
         done = loaded_run(conn, when, digest)
         if done is not None:
