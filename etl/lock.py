@@ -70,8 +70,11 @@ class RunLock:
         query = _HELD_BY_ME["postgresql" if conn.dialect.name == "postgresql" else "mysql"]
         if conn.dialect.name != "postgresql":
             query = query.bindparams(name=_lock_name(conn))
+        outside = not conn.in_transaction()
         try:
             held = conn.execute(query).scalar()
+            if outside:  # leave no transaction begun behind
+                conn.rollback()
         except sa.exc.DBAPIError as exc:
             raise _lost(exc) from exc
         if not held:
