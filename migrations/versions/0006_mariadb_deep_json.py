@@ -35,33 +35,18 @@ COLUMNS = [
 """(table, column, nullable): every column holding JSON that came from a model."""
 
 
-def _mysql() -> bool:
-    return op.get_bind().dialect.name in ("mysql", "mariadb")
-
-
 def upgrade() -> None:
-    if not _mysql():
-        return
-    for table, column, nullable in COLUMNS:
-        op.alter_column(
-            table,
-            column,
-            type_=mysql.LONGTEXT(),
-            existing_type=sa.JSON(),
-            existing_nullable=nullable,
-        )
+    _retype(mysql.LONGTEXT(), sa.JSON())
 
 
 def downgrade() -> None:
     # Fails on a value nested deeper than MariaDB's JSON takes: such a model cannot be stored
     # at revision 0005 at all.
-    if not _mysql():
+    _retype(sa.JSON(), mysql.LONGTEXT())
+
+
+def _retype(new: sa.types.TypeEngine[object], old: sa.types.TypeEngine[object]) -> None:
+    if op.get_bind().dialect.name not in ("mysql", "mariadb"):
         return
     for table, column, nullable in COLUMNS:
-        op.alter_column(
-            table,
-            column,
-            type_=sa.JSON(),
-            existing_type=mysql.LONGTEXT(),
-            existing_nullable=nullable,
-        )
+        op.alter_column(table, column, type_=new, existing_type=old, existing_nullable=nullable)
