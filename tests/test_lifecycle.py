@@ -119,6 +119,46 @@ def test_a_migration_stopped_by_a_signal_is_completed_by_the_next_run(
     assert [run["status"] for run in runs(engine)] == ["succeeded"]
 
 
+@pytest.mark.parametrize("signame", list(SIGNALS))
+def test_a_migration_blocked_in_the_database_stops_cleanly_and_resumes(
+    db_url: str, engine: sa.Engine, tmp_path: Path, signame: str
+) -> None:
+    """No test hook: PostgreSQL makes a CREATE TABLE wait for another transaction's uncommitted
+    table of the same name, so the migration blocks inside revision 0002, in the driver."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a table name can be held by an open transaction on PostgreSQL only")
+    signum = SIGNALS[signame]
+    args = ["--database-url", db_url, "db", "upgrade"]
+    blocker = engine.connect()
+    try:
+        blocker.execute(sa.text("CREATE TABLE model_history (held integer)"))  # not committed
+        with etl_process(tmp_path, *args, env=child_env()) as child:
+
+            def waiting() -> bool:
+                with engine.connect() as conn:
+                    return bool(
+                        conn.execute(
+                            sa.text(
+                                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                "'Lock' AND datname = current_database() AND query LIKE "
+                                "'%CREATE TABLE model_history%'"
+                            )
+                        ).scalar()
+                    )
+
+            wait_for("the migration blocked", waiting, child)
+            child.signal(signum)
+            assert child.wait(10) == EXIT_CODES[signum], child.stderr
+        assert "Traceback" not in child.stderr
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert (db.current(engine), tables(engine)) == ("0001", REVISION_0001_TABLES)
+    with etl_process(tmp_path, *args, env=child_env()) as upgrade:
+        assert upgrade.wait() == 0, upgrade.stderr
+    assert_schema_complete(engine)
+
+
 def test_a_database_of_etl_tables_without_a_version_is_completed_by_a_sync(
     db_url: str, server: FakeApi, engine: sa.Engine, run_etl: Any
 ) -> None:
