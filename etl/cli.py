@@ -26,6 +26,8 @@ from etl.logs import FORMATS, log_summary, setup_logging
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from etl.lock import RunLock
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger("etl.cli")
@@ -257,6 +259,42 @@ def _progress_bar(items: Any) -> Iterator[Any]:
         yield from bar
 
 
+@cli.command()
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rewrite the history tables from the stored observations (one transaction) when "
+    "they differ.",
+)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="Differences printed at most.")  # fmt: skip
+@json_option
+@click.pass_obj
+def verify(obj: dict[str, Any], repair: bool, limit: int, as_json: bool) -> None:
+    """Check that the history tables are what the stored observations derive.
+
+    Prints each difference (table, key, expected, found); exit 0 when there is none, 8 when
+    there are (after --repair too: they were found, then repaired).
+    """
+    from etl.errors import VerifyFailed
+    from etl.pipeline import run_verify
+    from etl.sanitize import visible
+
+    differences = run_verify(obj["database_url"], repair=repair)
+    if as_json:
+        click.echo(json.dumps([d.__dict__ for d in differences[:limit]], default=str))
+    else:
+        for d in differences[:limit]:
+            click.echo(visible(f"{d.table} {list(d.key)}: expected {d.expected}, found {d.found}"))
+    if not differences:
+        if not as_json:
+            click.echo("the history tables are exactly what the observations derive")
+        return
+    more = f" (first {limit} shown)" if len(differences) > limit else ""
+    done = "; repaired from the observations" if repair else "; `etl verify --repair` rewrites them"
+    raise VerifyFailed(f"{len(differences)} difference(s){more}{done}")
+
+
 @cli.group("db")
 def db_group() -> None:
     """Manage the database schema (Alembic migrations)."""
@@ -275,15 +313,33 @@ def _migration_errors() -> Iterator[None]:
         ) from exc
 
 
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[RunLock]:
+    """The run lock (no sync or backfill meanwhile: exit 7), and SIGTERM as an exception, so
+    a stopped migration rolls its revision back."""
+    from etl import signals
+    from etl.lock import run_lock
+
+    with signals.as_exceptions(), run_lock(engine) as lock:
+        yield lock
+
+
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
 @click.pass_obj
 def db_upgrade(obj: dict[str, Any], revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
     from etl import db
+    from etl.pipeline import derive_if_stale
 
-    with db.errors(obj["database_url"]) as engine, _migration_errors():
+    with (
+        db.errors(obj["database_url"]) as engine,
+        _migration_errors(),
+        _migration_lock(engine) as lock,
+    ):
         db.upgrade(engine, revision)
+        if db.current(engine) == db.SCHEMA_HEAD and derive_if_stale(engine, lock):
+            log.info("derived the history from the stored observations")
         click.echo(f"database at {db.current(engine) or 'base'}")
 
 
@@ -294,7 +350,7 @@ def db_downgrade(obj: dict[str, Any], revision: str) -> None:
     """Migrate the schema down to REVISION (``base`` removes every table)."""
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine, _migration_errors():
+    with db.errors(obj["database_url"]) as engine, _migration_errors(), _migration_lock(engine):
         db.downgrade(engine, revision)
         click.echo(f"database at {db.current(engine) or 'base'}")
 

@@ -48,7 +48,8 @@ def mask_url(url: str | URL) -> str:
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
+    """An engine for ``url``; SQLite gets foreign keys, WAL, a busy timeout and real
+    transactions."""
     parsed = parse_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -62,6 +63,7 @@ def create_engine(url: str) -> Engine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -86,10 +88,19 @@ def sqlite_busy_timeout() -> float:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Python's sqlite3 begins a transaction only before INSERT/UPDATE/DELETE and runs DDL
+    # outside any, so a killed migration could leave half a revision. Taking over (SQLAlchemy's
+    # documented recipe: no implicit transactions, BEGIN on SQLAlchemy's begin) makes every
+    # transaction real, DDL included.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def script_location() -> str:
@@ -127,19 +138,49 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrates the database up to ``revision``."""
+    """Migrates the database up to ``revision``, one transaction per revision.
+
+    A migration stopped halfway leaves the database at the last revision it completed (on
+    MariaDB, with part of the next one applied); running this again completes it. A database
+    holding only etl's tables but no schema version is such a first migration, stopped.
+
+    Raises:
+        DatabaseError: The database holds tables that are not etl's and no schema version.
+    """
     from alembic import command
 
-    with engine.begin() as connection:
+    with engine.connect() as connection:
+        _refuse_foreign_tables(connection)
+        connection.commit()
         command.upgrade(alembic_config(connection), revision)
+        connection.commit()
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Migrates the database down to ``revision``."""
+    """Migrates the database down to ``revision``, one transaction per revision (resumable as
+    :func:`upgrade` is)."""
     from alembic import command
 
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         command.downgrade(alembic_config(connection), revision)
+        connection.commit()
+
+
+def _refuse_foreign_tables(connection: Connection) -> None:
+    if current_revision(connection) is not None:
+        return
+    tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
+    if tables - _etl_tables():
+        raise DatabaseError(
+            f"{mask_url(connection.engine.url)} holds tables but no etl schema version; "
+            "point --database-url at an empty or etl database"
+        )
+
+
+def _etl_tables() -> set[str]:
+    from etl.schema import metadata
+
+    return set(metadata.tables)
 
 
 SCHEMA_HEAD = "0007"
@@ -157,7 +198,9 @@ def check_schema(engine: Engine) -> bool:
     """Checks the schema is at head without changing anything.
 
     Returns:
-        True when the database is at head, False when it is empty (never migrated).
+        True when the database is at head, False when it has never been used: empty, or a
+        first migration that was stopped (etl's tables only, no run recorded), which a sync
+        completes.
 
     Raises:
         DatabaseError: The database is behind (or ahead of) the code, holds foreign tables, or
@@ -168,13 +211,11 @@ def check_schema(engine: Engine) -> bool:
             return True
         current = current_revision(connection)
         tables = set(sa.inspect(connection).get_table_names()) - {"alembic_version"}
-        empty = current is None and not tables
+        unused = not tables or (tables <= _etl_tables() and not _has_runs(connection, tables))
     head = head_revision()
     if current == head:
         return True
-    if empty:
-        return False
-    if current is None:
+    if current is None and not unused:
         raise DatabaseError(
             f"{mask_url(engine.url)} holds tables but no etl schema version; "
             "point --database-url at an empty or etl database"
@@ -182,19 +223,28 @@ def check_schema(engine: Engine) -> bool:
     from alembic.script import ScriptDirectory
 
     known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
-    if current not in known:
+    if current is not None and current not in known:
         raise DatabaseError(
             f"the database schema is at revision {current}, newer than this etl knows "
             f"(head {head}); upgrade etl"
         )
+    if unused:
+        return False
     raise DatabaseError(
         f"the database schema is at revision {current}, this etl needs {head}; "
         "run `etl db upgrade` first"
     )
 
 
+def _has_runs(connection: Connection, tables: set[str]) -> bool:
+    if "sync_runs" not in tables:
+        return False
+    return connection.execute(sa.text("SELECT 1 FROM sync_runs LIMIT 1")).first() is not None
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Makes sure the schema is at head: migrates an empty database, refuses an old one.
+    """Makes sure the schema is at head: migrates a database never used (empty, or its first
+    migration stopped halfway), refuses one in use at an older revision.
 
     Raises:
         DatabaseError: As :func:`check_schema`.

@@ -49,6 +49,12 @@ class LockHeldError(EtlError):
     exit_code = 7
 
 
+class VerifyFailed(EtlError):
+    """``etl verify`` found tables that differ from what the observations derive (exit 8)."""
+
+    exit_code = 8
+
+
 class Interrupted(BaseException):
     """SIGTERM arrived: the run rolls back and exits 143. (A BaseException, like
     KeyboardInterrupt, so no ``except Exception`` swallows it.)"""

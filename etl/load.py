@@ -12,6 +12,7 @@ Everything here works inside the caller's transaction on one connection.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,7 @@ from etl.observe import (
 )
 from etl.project import AgreementState, Effects, ModelState, Run, State, fold
 from etl.times import format_instant
-from etl.transform import MAX_SHORT, MAX_TEXT_BYTES, canonical_json
+from etl.transform import KNOWN_FIELDS, MAX_SHORT, MAX_TEXT_BYTES, canonical_json
 
 log = logging.getLogger("etl.load")
 
@@ -589,6 +590,9 @@ class Loader:
                 f"({format_instant(now)}); refused (check the file's name or --as-of)"
             )
         received = receive(content.models, content.hashes, frozenset(content.confirmed))
+        for model, _ in received.models.values():
+            if not model.keys() <= KNOWN_FIELDS:
+                self.warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
         if content.models and not received.models:
             raise Refused(f"{source}: no model in it has a usable uuid; refused")
         marks = content.marks_removals and received.unidentified == 0 and bool(received.models)
@@ -740,3 +744,81 @@ _UPDATE_RUN = sa.update(schema.sync_runs).where(schema.sync_runs.c.id == sa.bind
 def finish_run(conn: Connection, run_id: int, **values: Any) -> None:
     """Records a run's outcome: its status, finish time, counts and error."""
     conn.execute(_UPDATE_RUN, {**values, "run_id": run_id})
+
+
+_KEYS: dict[str, tuple[str, ...]] = {
+    "model_history": ("model_uuid", "valid_from"),
+    "agreement_history": ("agreement_uuid", "valid_from"),
+    "model_changes": ("run_id", "model_uuid", "kind"),
+}
+"""Each derived table's natural key, where its primary key is a generated number."""
+_GENERATED = frozenset({"history_id", "change_id"})
+_COUNTED = ("inserted", "updated", "unchanged", "removed", "restored")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A row the observations derive one way and the tables hold another (None: absent)."""
+
+    table: str
+    key: tuple[Any, ...]
+    expected: dict[str, Any] | None
+    found: dict[str, Any] | None
+
+
+def verify(conn: Connection) -> list[Difference]:
+    """Derives the projection from the observations and compares it with the tables.
+
+    Returns:
+        Every difference, table by table; empty when the tables are exactly the derivation.
+    """
+    expected, counts = expected_rows(conn)
+    differences: list[Difference] = []
+    for table in PROJECTION_TABLES:
+        keys = _KEYS.get(table.name) or tuple(c.name for c in table.primary_key.columns)
+        columns = [c.name for c in table.c if c.name not in _GENERATED]
+        stored = [dict(row._mapping) for row in conn.execute(sa.select(table))]
+        differences += _compare(table.name, keys, columns, expected[table], stored)
+    runs = schema.sync_runs
+    stored_counts = [
+        dict(row._mapping)
+        for row in conn.execute(sa.select(runs.c.id, *(runs.c[name] for name in _COUNTED)))
+        if row.id in counts
+    ]
+    derived = [{"id": run_id, **asdict(c)} for run_id, c in counts.items()]
+    differences += _compare("sync_runs", ("id",), ["id", *_COUNTED], derived, stored_counts)
+    return differences
+
+
+def _compare(
+    name: str,
+    keys: tuple[str, ...],
+    columns: list[str],
+    expected: list[dict[str, Any]],
+    found: list[dict[str, Any]],
+) -> list[Difference]:
+    def index(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        shown = ({c: _comparable(row.get(c)) for c in columns} for row in rows)
+        return {tuple(row[k] for k in keys): row for row in shown}
+
+    want, have = index(expected), index(found)
+    differences = []
+    for key in sorted(want.keys() | have.keys(), key=canonical_json):
+        a, b = want.get(key), have.get(key)
+        if a == b:
+            continue
+        if a is not None and b is not None:  # only the columns that differ
+            a, b = ({c: row[c] for c in columns if a[c] != b[c]} for row in (a, b))
+        differences.append(Difference(name, key, a, b))
+    return differences
+
+
+def _comparable(value: Any) -> Any:
+    """A value as both sides can be compared: JSON parsed, timestamps as ISO text in UTC."""
+    if isinstance(value, schema.SerializedJSON):
+        value = json.loads(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, dict | list):
+        return canonical_json(value)
+    return value

@@ -132,8 +132,6 @@ def save_snapshot(conn: Connection, received: Received, warnings: Warnings) -> S
             warnings.model(uuid, f"cannot be stored: {exc}")
             unstorable += 1
             continue
-        if flat.unknown_fields:
-            warnings.unknown_fields(flat.unknown_fields)
         for message in flat.warnings:
             warnings.model(flat.uuid, message)
         rows.append(_content_row(flat, key))

@@ -4,9 +4,7 @@ snapshots, flatten, load), each recorded in ``sync_runs``."""
 from __future__ import annotations
 
 import logging
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import db, schema
+from etl import db, schema, signals
 from etl.archive import (
     ArchiveWriter,
     BadSnapshot,
@@ -37,8 +35,20 @@ from etl.errors import (
     InvalidResponseError,
 )
 from etl.http import Fetcher, build_session
-from etl.load import Loaded, Loader, Refused, finish_run, start_run
-from etl.lock import mark_abandoned, run_lock
+from etl.load import (
+    PROJECTION_VERSION,
+    Counts,
+    Difference,
+    Loaded,
+    Loader,
+    Refused,
+    finish_run,
+    projection_version,
+    rebuild,
+    start_run,
+    verify,
+)
+from etl.lock import RunLock, mark_abandoned, run_lock
 
 log = logging.getLogger("etl")
 
@@ -108,14 +118,18 @@ def run_sync(
         sleep=sleep,
     )
     try:
-        with _signals_as_exceptions(), _writer_lock(engine, settings.dry_run):
+        with (
+            signals.as_exceptions(),
+            signals.AfterCommit() as committed,
+            _writer_lock(engine, settings.dry_run) as lock,
+        ):
             run_id = None
             with _database_errors(engine):
-                if settings.dry_run:
+                if lock is None:  # a dry run
                     present = _present_models(engine) if db.check_schema(engine) else set()
                 else:
                     db.ensure_schema(engine)
-                    with engine.begin() as conn:
+                    with lock.transaction() as conn:
                         _abandon_dead_runs(conn)
                         run_id = start_run(
                             conn, mode="sync", filters=settings.filters(), started_at=started_at
@@ -131,17 +145,18 @@ def run_sync(
                         "filters": settings.filters() or None,
                     }
                     loaded = _load_one(
-                        engine, settings.dry_run, content, listing.observed_at,
-                        f"sync run {run_id}", "sync", run_id, started_at, extra,
+                        engine, lock, committed, content, listing.observed_at,
+                        f"sync run {run_id}", run_id, started_at, extra,
                     )  # fmt: skip
-                    if settings.archive_dir and not settings.dry_run:
+                    if settings.archive_dir and lock is not None:
                         log.info("archived the run's responses in %s", archive.commit())
+                signals.pause_for_tests("after-commit")
             except BaseException as exc:
                 if isinstance(exc, EtlError) and settings.token and settings.token in str(exc):
                     # An API may echo the credential in an error body that the message quotes:
                     # mask it before the error is stored, printed or shown in a traceback.
                     exc.args = (str(exc).replace(settings.token, "***"),)
-                if run_id is not None:
+                if run_id is not None and not committed.done:
                     _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
                 raise
         _warn_partial(loaded, content, "the listing")
@@ -267,34 +282,51 @@ def _listing(settings: Settings, fetcher: Fetcher) -> Listing:
 
 def _load_one(
     engine: Engine,
-    dry_run: bool,
+    lock: RunLock | None,
+    committed: signals.AfterCommit,
     content: SnapshotContent,
     observed_at: datetime,
     source: str,
-    mode: str,
     run_id: int | None,
     started_at: datetime,
     extra: dict[str, Any],
 ) -> Loaded:
-    """Loads one snapshot in one transaction (rolled back on a dry run)."""
-    with _database_errors(engine), engine.connect() as conn:
-        if dry_run and not db.check_schema(engine):
-            return Loaded(0, models=len(content.tally.uuids))
-        with conn.begin() as transaction:
-            loader = Loader(conn)
-            loaded = loader.load(
-                content,
-                observed_at=observed_at,
-                source=source,
-                mode=mode,
-                run_id=run_id,
-                started_at=started_at,
-                extra=extra,
-            )
-            loader.finish()
-            if dry_run:
-                transaction.rollback()
+    """Loads a sync's snapshot in one transaction on the run lock's connection (a dry run's
+    is rolled back).
+
+    Args:
+        committed: Where the commit's signal deferral goes: from just before the commit until
+            the run ends, a signal cannot turn a committed run into an interrupted one.
+    """
+    with _database_errors(engine), _transaction(engine, lock) as conn:
+        if lock is None and not db.check_schema(engine):  # a dry run on a new database
+            return Loaded(0, counts=Counts(inserted=len(content.tally.uuids)))
+        loader = Loader(conn)
+        loaded = loader.load(
+            content,
+            observed_at=observed_at,
+            source=source,
+            mode="sync",
+            run_id=run_id,
+            started_at=started_at,
+            extra=extra,
+        )
+        loader.finish()
+        if lock is not None:
+            committed.reached()
     return loaded
+
+
+@contextmanager
+def _transaction(engine: Engine, lock: RunLock | None) -> Iterator[Connection]:
+    """The run lock's transaction; without a lock (a dry run), one that is rolled back."""
+    if lock is not None:
+        with lock.transaction() as conn:
+            yield conn
+        return
+    with engine.connect() as conn, conn.begin() as transaction:
+        yield conn
+        transaction.rollback()
 
 
 def _warn_partial(loaded: Loaded, content: SnapshotContent, what: str) -> None:
@@ -317,36 +349,19 @@ def _warn_partial(loaded: Loaded, content: SnapshotContent, what: str) -> None:
 
 
 @contextmanager
-def _writer_lock(engine: Engine, dry_run: bool) -> Iterator[None]:
-    """The database's run lock, for runs that write (a dry run takes none)."""
+def _writer_lock(engine: Engine, dry_run: bool) -> Iterator[RunLock | None]:
+    """The database's run lock, for runs that write (a dry run takes none: None)."""
     if dry_run:
-        yield
+        yield None
         return
-    with _database_errors(engine), run_lock(engine):
-        yield
+    with _database_errors(engine), run_lock(engine) as lock:
+        yield lock
 
 
 def _abandon_dead_runs(conn: Connection) -> None:
     abandoned = mark_abandoned(conn)
     if abandoned:
         log.warning("marked %d run(s) left 'running' by a killed process as abandoned", abandoned)
-
-
-@contextmanager
-def _signals_as_exceptions() -> Iterator[None]:
-    """Turns SIGTERM into :class:`Interrupted` so the run rolls back and records itself."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Interrupted("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -405,24 +420,28 @@ def run_backfill(
     result = BackfillResult(dry_run, len(snapshots), 0, 0, 0, [], 0, 0, 0, 0, 0, 0.0)
     engine = db.create_engine(database_url)
     try:
-        with _signals_as_exceptions(), _writer_lock(engine, dry_run), _database_errors(engine):
+        with (
+            signals.as_exceptions(),
+            signals.AfterCommit() as committed,
+            _writer_lock(engine, dry_run) as lock,
+            _database_errors(engine),
+        ):
             db.ensure_schema(engine)
-            with engine.connect() as conn:
-                if not dry_run:
-                    with conn.begin():
-                        _abandon_dead_runs(conn)
-                with conn.begin() as transaction:
-                    loader = Loader(conn)
-                    reader = SnapshotReader()
-                    for snapshot in progress(snapshots):
-                        _backfill_one(loader, reader, snapshot, result)
-                    loader.finish()
-                    for loaded in loader.loaded:
-                        for name in ("inserted", "updated", "removed", "restored"):
-                            total = getattr(result, name) + getattr(loaded.counts, name)
-                            setattr(result, name, total)
-                    if dry_run:
-                        transaction.rollback()
+            if lock is not None:
+                with lock.transaction() as conn:
+                    _abandon_dead_runs(conn)
+            with _transaction(engine, lock) as conn:
+                loader = Loader(conn)
+                reader = SnapshotReader()
+                for snapshot in progress(snapshots):
+                    _backfill_one(loader, reader, snapshot, result)
+                loader.finish()
+                for loaded in loader.loaded:
+                    for name in ("inserted", "updated", "removed", "restored"):
+                        total = getattr(result, name) + getattr(loaded.counts, name)
+                        setattr(result, name, total)
+                if lock is not None:
+                    committed.reached()
     finally:
         engine.dispose()
     result.duration_s = round(time.monotonic() - started, 3)
@@ -485,3 +504,41 @@ def _database_errors(engine: Engine) -> Iterator[None]:
         raise DatabaseError(
             f"database error on {db.mask_url(engine.url)}: {db.first_line(exc)}"
         ) from exc
+
+
+def run_verify(database_url: str, repair: bool = False) -> list[Difference]:
+    """Derives the history from the stored observations and compares it with the tables.
+
+    Args:
+        database_url: The catalog database.
+        repair: Also rewrite the derived tables from the observations, in one transaction,
+            when they differ (under the run lock).
+
+    Returns:
+        The differences found (before any repair).
+    """
+    engine = db.create_engine(database_url)
+    try:
+        with signals.as_exceptions(), _database_errors(engine):
+            if not db.check_schema(engine):
+                return []
+            if not repair:
+                with _transaction(engine, None) as conn:
+                    return verify(conn)
+            with run_lock(engine) as lock, lock.transaction() as conn:
+                differences = verify(conn)
+                if differences:
+                    rebuild(conn)
+                return differences
+    finally:
+        engine.dispose()
+
+
+def derive_if_stale(engine: Engine, lock: RunLock) -> bool:
+    """Derives the history again when the tables were derived by other rules (right after
+    an upgrade that changed them, e.g. revision 0007). Returns whether it did."""
+    with _database_errors(engine), lock.transaction() as conn:
+        if projection_version(conn) == PROJECTION_VERSION:
+            return False
+        rebuild(conn)
+        return True

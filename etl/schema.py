@@ -61,11 +61,25 @@ class SerializedJSON(str):
     """JSON text already made (:attr:`etl.transform.FlatModel.raw_json`): stored as it is."""
 
 
-class StoredJSON(sa.types.TypeDecorator[Any]):
-    """A JSON column that also takes :class:`SerializedJSON`, so that a model's JSON,
-    serialised once while flattening, is not serialised again for each table it goes to."""
+class DeepJSON(sa.JSON):
+    """JSON as nested as a model may be (our limit is 100 levels): ``JSON`` on SQLite and
+    PostgreSQL, plain ``LONGTEXT`` on MariaDB/MySQL, whose ``JSON`` refuses more than 32 levels
+    (MariaDB's ``JSON_VALID`` check) or 100 (MySQL). Values are serialised and parsed as ``JSON``
+    does on every dialect."""
 
-    impl = sa.JSON
+
+@compiles(DeepJSON, "mysql")
+@compiles(DeepJSON, "mariadb")
+def _deep_json_mysql(element: DeepJSON, compiler: Any, **kw: Any) -> str:
+    return "LONGTEXT"
+
+
+class StoredJSON(sa.types.TypeDecorator[Any]):
+    """A :class:`DeepJSON` column for what comes from a model, that also takes
+    :class:`SerializedJSON`, so that a model's JSON, serialised once while flattening, is not
+    serialised again for each table it goes to."""
+
+    impl = DeepJSON
     cache_ok = True
 
     def bind_processor(self, dialect: Dialect) -> Any:
@@ -158,7 +172,7 @@ def _content_columns() -> list[sa.Column[Any]]:
         sa.Column("version_minor", sa.BigInteger, nullable=False),
         sa.Column("version_patch", sa.BigInteger, nullable=False),
         sa.Column("agreement_uuid", UUID, sa.ForeignKey("agreements.uuid"), index=True),
-        sa.Column("benchmark_score", sa.JSON),
+        sa.Column("benchmark_score", StoredJSON),
         sa.Column("raw", StoredJSON, nullable=False),
         sa.Column("content_hash", HASH, nullable=False),
     ]
@@ -289,7 +303,7 @@ model_changes = sa.Table(
     sa.Column("observed_at", UTCDateTime, nullable=False),
     sa.Column("model_uuid", UUID, sa.ForeignKey("models.uuid"), nullable=False, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("changes", sa.JSON),
+    sa.Column("changes", StoredJSON),
     sa.Index(None, "observed_at", "kind"),
 )
 """One row per change of a model per run: added, changed (with its fields), removed, restored."""
@@ -435,7 +449,7 @@ model_settings = sa.Table(
     sa.Column("min", sa.Double),
     sa.Column("max", sa.Double),
     sa.Column("step", sa.Double),
-    sa.Column("options", sa.JSON),
+    sa.Column("options", StoredJSON),
 )
 
 model_pricing = sa.Table(

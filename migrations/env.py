@@ -24,6 +24,10 @@ def run_migrations(connection: object) -> None:
         target_metadata=metadata,
         render_as_batch=True,
         compare_type=True,
+        # Each revision commits with its stamp, so a migration stopped halfway leaves the
+        # database at the last revision it completed (MariaDB commits every DDL statement on
+        # its own; migrations/resumable.py lets the revision it was in run again).
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

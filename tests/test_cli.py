@@ -376,6 +376,17 @@ def test_database_behind_head_exits_6_naming_the_upgrade_command(
     run_etl: Any, db_url: str, server: FakeApi, engine: sa.Engine
 ) -> None:
     assert run_etl("--database-url", db_url, "db", "upgrade", "0001").exit_code == 0
+    # A database in use (it has runs): an unused one behind head is a first migration that
+    # was stopped, which a sync completes (tests/test_lifecycle.py).
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sync_runs (started_at, observed_at, status, mode, complete, "
+                "requests, retries, pages, models_seen, inserted, updated, unchanged, removed, "
+                "restored, warnings) VALUES ('2026-01-01 00:00:00', '2026-01-01 00:00:00', "
+                "'succeeded', 'sync', true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"
+            )
+        )
     result = sync(run_etl, db_url, server)
     assert result.exit_code == 6
     line = error_line(result)

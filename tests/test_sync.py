@@ -247,3 +247,46 @@ def test_changes_across_many_pages_are_all_written(
         uuid = api.models[i]["uuid"]
         assert [k for u, k in prices if u == uuid] == ["output_price_per_million"]
         assert prices[(uuid, "output_price_per_million")] == i + 0.5
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    """``leaf`` inside ``depth`` lists."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEEP = 97
+"""Lists inside benchmark_score inside the model: 99 levels, just inside our limit of 100, far
+past MariaDB's JSON (32)."""
+
+
+def test_a_model_nested_99_deep_stores_and_reads_back(
+    run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engine
+) -> None:
+    deep = {**api.models[0], "benchmark_score": {"deep": _nested(DEEP, 1)}}
+    api.models = [deep, *api.models[1:]]
+    result = _sync(run_etl, db_url, api, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == 0
+    # The same model, one level deeper in the raw and changed: the change event holds both.
+    api.models = [{**deep, "benchmark_score": {"deep": _nested(DEEP, 2)}}, *api.models[1:]]
+    result = _sync(run_etl, db_url, api, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["updated"] == 1
+
+    uuid = deep["uuid"]
+    (model,) = [row for row in table_rows(engine, "models") if row["uuid"] == uuid]
+    assert model["benchmark_score"] == {"deep": _nested(DEEP, 2)}
+    assert model["raw"]["benchmark_score"] == {"deep": _nested(DEEP, 2)}
+    history = [row for row in table_rows(engine, "model_history") if row["model_uuid"] == uuid]
+    assert [row["raw"]["benchmark_score"] for row in history] == [
+        {"deep": _nested(DEEP, 1)},
+        {"deep": _nested(DEEP, 2)},
+    ]
+    changes = [row for row in table_rows(engine, "model_changes") if row["model_uuid"] == uuid]
+    assert [row["kind"] for row in changes] == ["added", "changed"]
+    assert changes[1]["changes"] == {
+        "benchmark_score.deep": {"old": _nested(DEEP, 1), "new": _nested(DEEP, 2)}
+    }

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from etl.migrations import resumable
 
 import etl.schema
 
@@ -29,7 +30,7 @@ def _mysql_table() -> dict[str, str]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "agreements",
         sa.Column("uuid", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=True),
@@ -39,7 +40,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("uuid", name=op.f("pk_agreements")),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "sync_runs",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("started_at", etl.schema.UTCDateTime(timezone=True), nullable=False),
@@ -63,12 +64,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_runs")),
         **_mysql_table(),
     )
-    with op.batch_alter_table("sync_runs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_sync_runs_status_finished_at"), ["status", "finished_at"], unique=False
-        )
+    resumable.create_index(
+        op.f("ix_sync_runs_status_finished_at"), "sync_runs", ["status", "finished_at"]
+    )
 
-    op.create_table(
+    resumable.create_table(
         "models",
         sa.Column("uuid", sa.String(length=64), nullable=False),
         sa.Column("id", sa.String(length=255), nullable=True),
@@ -107,13 +107,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("uuid", name=op.f("pk_models")),
         **_mysql_table(),
     )
-    with op.batch_alter_table("models", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_models_agreement_uuid"), ["agreement_uuid"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_models_id"), ["id"], unique=False)
+    resumable.create_index(op.f("ix_models_agreement_uuid"), "models", ["agreement_uuid"])
+    resumable.create_index(op.f("ix_models_id"), "models", ["id"])
 
-    op.create_table(
+    resumable.create_table(
         "model_capabilities",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("capability", sa.String(length=255), nullable=False),
@@ -123,7 +120,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("model_uuid", "capability", name=op.f("pk_model_capabilities")),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_endpoint_capabilities",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("endpoint", sa.String(length=255), nullable=False),
@@ -138,7 +135,7 @@ def upgrade() -> None:
         ),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_endpoints",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("endpoint", sa.String(length=255), nullable=False),
@@ -148,7 +145,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("model_uuid", "endpoint", name=op.f("pk_model_endpoints")),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_modalities",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("direction", sa.String(length=16), nullable=False),
@@ -161,7 +158,7 @@ def upgrade() -> None:
         ),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_pricing",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("price_key", sa.String(length=255), nullable=False),
@@ -172,7 +169,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("model_uuid", "price_key", name=op.f("pk_model_pricing")),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_reasoning_efforts",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("effort", sa.String(length=255), nullable=False),
@@ -184,7 +181,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("model_uuid", "effort", name=op.f("pk_model_reasoning_efforts")),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_settings",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -201,7 +198,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("model_uuid", "name", name=op.f("pk_model_settings")),
         **_mysql_table(),
     )
-    op.create_table(
+    resumable.create_table(
         "model_versions",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("major", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -226,14 +223,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Dropping a table drops its indexes (MySQL refuses to drop an FK index first).
-    op.drop_table("model_versions")
-    op.drop_table("model_settings")
-    op.drop_table("model_reasoning_efforts")
-    op.drop_table("model_pricing")
-    op.drop_table("model_modalities")
-    op.drop_table("model_endpoints")
-    op.drop_table("model_endpoint_capabilities")
-    op.drop_table("model_capabilities")
-    op.drop_table("models")
-    op.drop_table("sync_runs")
-    op.drop_table("agreements")
+    resumable.drop_table("model_versions")
+    resumable.drop_table("model_settings")
+    resumable.drop_table("model_reasoning_efforts")
+    resumable.drop_table("model_pricing")
+    resumable.drop_table("model_modalities")
+    resumable.drop_table("model_endpoints")
+    resumable.drop_table("model_endpoint_capabilities")
+    resumable.drop_table("model_capabilities")
+    resumable.drop_table("models")
+    resumable.drop_table("sync_runs")
+    resumable.drop_table("agreements")

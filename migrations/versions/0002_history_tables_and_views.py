@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from etl.migrations import resumable
 
 import etl.schema
 
@@ -29,7 +30,7 @@ def _mysql_table() -> dict[str, str]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "agreement_history",
         sa.Column("history_id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("agreement_uuid", sa.String(length=64), nullable=False),
@@ -58,14 +59,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("history_id", name=op.f("pk_agreement_history")),
         **_mysql_table(),
     )
-    with op.batch_alter_table("agreement_history", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_agreement_history_agreement_uuid_valid_from"),
-            ["agreement_uuid", "valid_from"],
-            unique=False,
-        )
+    resumable.create_index(
+        op.f("ix_agreement_history_agreement_uuid_valid_from"),
+        "agreement_history",
+        ["agreement_uuid", "valid_from"],
+    )
 
-    op.create_table(
+    resumable.create_table(
         "model_changes",
         sa.Column("change_id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -82,16 +82,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("change_id", name=op.f("pk_model_changes")),
         **_mysql_table(),
     )
-    with op.batch_alter_table("model_changes", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_model_changes_model_uuid"), ["model_uuid"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_model_changes_observed_at"), ["observed_at"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_model_changes_run_id"), ["run_id"], unique=False)
+    resumable.create_index(op.f("ix_model_changes_model_uuid"), "model_changes", ["model_uuid"])
+    resumable.create_index(op.f("ix_model_changes_observed_at"), "model_changes", ["observed_at"])
+    resumable.create_index(op.f("ix_model_changes_run_id"), "model_changes", ["run_id"])
 
-    op.create_table(
+    resumable.create_table(
         "model_history",
         sa.Column("history_id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
@@ -146,23 +141,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("history_id", name=op.f("pk_model_history")),
         **_mysql_table(),
     )
-    with op.batch_alter_table("model_history", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_model_history_agreement_uuid"), ["agreement_uuid"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_model_history_id"), ["id"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_model_history_model_uuid_valid_from"),
-            ["model_uuid", "valid_from"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_model_history_valid_from_valid_to"),
-            ["valid_from", "valid_to"],
-            unique=False,
-        )
-        batch_op.create_index(batch_op.f("ix_model_history_valid_to"), ["valid_to"], unique=False)
-    op.create_table(
+    resumable.create_index(
+        op.f("ix_model_history_agreement_uuid"), "model_history", ["agreement_uuid"]
+    )
+    resumable.create_index(op.f("ix_model_history_id"), "model_history", ["id"])
+    resumable.create_index(
+        op.f("ix_model_history_model_uuid_valid_from"),
+        "model_history",
+        ["model_uuid", "valid_from"],
+    )
+    resumable.create_index(
+        op.f("ix_model_history_valid_from_valid_to"), "model_history", ["valid_from", "valid_to"]
+    )
+    resumable.create_index(op.f("ix_model_history_valid_to"), "model_history", ["valid_to"])
+    resumable.create_table(
         "model_change_fields",
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
@@ -180,20 +172,19 @@ def upgrade() -> None:
         ),
         **_mysql_table(),
     )
-    with op.batch_alter_table("model_change_fields", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_model_change_fields_path"), ["path"], unique=False)
+    resumable.create_index(op.f("ix_model_change_fields_path"), "model_change_fields", ["path"])
     for name, sql in _views(op.get_bind().dialect.name).items():
-        op.execute(f"CREATE VIEW {name} AS {sql}")
+        resumable.create_view(name, sql)
 
 
 def downgrade() -> None:
     for name in reversed(list(_views("sqlite"))):
-        op.execute(f"DROP VIEW IF EXISTS {name}")
+        resumable.drop_view(name)
     # Dropping a table drops its indexes (MySQL refuses to drop an FK index first).
-    op.drop_table("model_change_fields")
-    op.drop_table("model_history")
-    op.drop_table("model_changes")
-    op.drop_table("agreement_history")
+    resumable.drop_table("model_change_fields")
+    resumable.drop_table("model_history")
+    resumable.drop_table("model_changes")
+    resumable.drop_table("agreement_history")
 
 
 def _day(dialect: str, expr: str) -> str:

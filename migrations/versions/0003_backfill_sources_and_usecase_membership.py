@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from etl.migrations import resumable
 
 import etl.schema
 
@@ -29,7 +30,7 @@ def _mysql_table() -> dict[str, str]:
 
 
 def upgrade() -> None:
-    op.create_table(
+    resumable.create_table(
         "model_usecases",
         sa.Column("model_uuid", sa.String(length=64), nullable=False),
         sa.Column("usecase", sa.String(length=64), nullable=False),
@@ -43,24 +44,22 @@ def upgrade() -> None:
         ),
         **_mysql_table(),
     )
-    with op.batch_alter_table("model_usecases", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_model_usecases_usecase_removed_at"),
-            ["usecase", "removed_at"],
-            unique=False,
-        )
+    resumable.create_index(
+        op.f("ix_model_usecases_usecase_removed_at"), "model_usecases", ["usecase", "removed_at"]
+    )
 
-    with op.batch_alter_table("sync_runs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("source", sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column("snapshot_hash", sa.String(length=64), nullable=True))
-        batch_op.create_index(batch_op.f("ix_sync_runs_observed_at"), ["observed_at"], unique=False)
+    resumable.add_column("sync_runs", sa.Column("source", sa.Text(), nullable=True))
+    resumable.add_column(
+        "sync_runs", sa.Column("snapshot_hash", sa.String(length=64), nullable=True)
+    )
+    resumable.create_index(op.f("ix_sync_runs_observed_at"), "sync_runs", ["observed_at"])
 
 
 def downgrade() -> None:
     # Plain ALTERs, not batch mode: SQLite (3.35+) drops columns in place, whereas recreating
     # sync_runs would break the views that read it.
-    op.drop_index(op.f("ix_sync_runs_observed_at"), table_name="sync_runs")
-    op.drop_column("sync_runs", "snapshot_hash")
-    op.drop_column("sync_runs", "source")
+    resumable.drop_index(op.f("ix_sync_runs_observed_at"), "sync_runs")
+    resumable.drop_column("sync_runs", "snapshot_hash")
+    resumable.drop_column("sync_runs", "source")
 
-    op.drop_table("model_usecases")
+    resumable.drop_table("model_usecases")

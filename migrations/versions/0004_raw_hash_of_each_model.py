@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from etl.migrations import resumable
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -21,11 +21,13 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # The digest of each model's bytes as last received: a sync skips a model whose bytes did
     # not change without normalising it. NULL (old rows) just means "compare in full".
-    op.add_column("models", sa.Column("raw_hash", sa.String(length=32), nullable=True))
-    op.add_column("model_history", sa.Column("raw_hash", sa.String(length=32), nullable=True))
+    resumable.add_column("models", sa.Column("raw_hash", sa.String(length=32), nullable=True))
+    resumable.add_column(
+        "model_history", sa.Column("raw_hash", sa.String(length=32), nullable=True)
+    )
 
 
 def downgrade() -> None:
     # A plain ALTER, not batch mode: recreating models would break the views that read it.
-    op.drop_column("model_history", "raw_hash")
-    op.drop_column("models", "raw_hash")
+    resumable.drop_column("model_history", "raw_hash")
+    resumable.drop_column("models", "raw_hash")

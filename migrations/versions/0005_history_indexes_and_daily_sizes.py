@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from etl.migrations import resumable
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -31,47 +32,49 @@ def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     # A closed row's length class (etl.schema.span_class): what lets an as-of query read a short
     # index range per class instead of probing every model.
-    op.add_column("model_history", sa.Column("span_class", sa.SmallInteger(), nullable=True))
+    resumable.add_column("model_history", sa.Column("span_class", sa.SmallInteger(), nullable=True))
     op.execute(
         f"UPDATE model_history SET span_class = {_span_class(dialect)} WHERE valid_to IS NOT NULL"
     )
-    op.create_index(
+    resumable.create_index(
         "ix_model_history_open_as_of",
         "model_history",
         ["valid_to", "valid_from", *AS_OF_OUTPUT],
         mysql_length=MYSQL_PREFIXES,
     )
-    op.create_index(
+    resumable.create_index(
         "ix_model_history_closed_as_of",
         "model_history",
         ["span_class", "valid_from", "valid_to", *AS_OF_OUTPUT],
         mysql_length=MYSQL_PREFIXES,
     )
-    op.drop_index("ix_model_history_valid_to", table_name="model_history")  # the open one's prefix
+    resumable.drop_index("ix_model_history_valid_to", "model_history")  # the open one's prefix
     # Closing a model's open row: "model_uuid IN (...) AND valid_to IS NULL" would otherwise
     # pick a valid_to index and walk every open row.
-    op.create_index(
+    resumable.create_index(
         "ix_model_history_model_uuid_valid_to", "model_history", ["model_uuid", "valid_to"]
     )
     # Changes by time, with their kind: the daily counts read this index, not the table.
-    op.create_index("ix_model_changes_observed_at_kind", "model_changes", ["observed_at", "kind"])
-    op.drop_index("ix_model_changes_observed_at", table_name="model_changes")
-    op.execute("DROP VIEW catalog_size_by_day")
-    op.execute(f"CREATE VIEW catalog_size_by_day AS {_daily_sizes(dialect)}")
+    resumable.create_index(
+        "ix_model_changes_observed_at_kind", "model_changes", ["observed_at", "kind"]
+    )
+    resumable.drop_index("ix_model_changes_observed_at", "model_changes")
+    resumable.drop_view("catalog_size_by_day")
+    resumable.create_view("catalog_size_by_day", _daily_sizes(dialect))
 
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
-    op.execute("DROP VIEW catalog_size_by_day")
-    op.execute(f"CREATE VIEW catalog_size_by_day AS {_daily_sizes_0002(dialect)}")
-    op.create_index("ix_model_changes_observed_at", "model_changes", ["observed_at"])
-    op.drop_index("ix_model_changes_observed_at_kind", table_name="model_changes")
-    op.drop_index("ix_model_history_model_uuid_valid_to", table_name="model_history")
-    op.create_index("ix_model_history_valid_to", "model_history", ["valid_to"])
-    op.drop_index("ix_model_history_closed_as_of", table_name="model_history")
-    op.drop_index("ix_model_history_open_as_of", table_name="model_history")
+    resumable.drop_view("catalog_size_by_day")
+    resumable.create_view("catalog_size_by_day", _daily_sizes_0002(dialect))
+    resumable.create_index("ix_model_changes_observed_at", "model_changes", ["observed_at"])
+    resumable.drop_index("ix_model_changes_observed_at_kind", "model_changes")
+    resumable.drop_index("ix_model_history_model_uuid_valid_to", "model_history")
+    resumable.create_index("ix_model_history_valid_to", "model_history", ["valid_to"])
+    resumable.drop_index("ix_model_history_closed_as_of", "model_history")
+    resumable.drop_index("ix_model_history_open_as_of", "model_history")
     # A plain ALTER, not batch mode: recreating model_history would break the views.
-    op.drop_column("model_history", "span_class")
+    resumable.drop_column("model_history", "span_class")
 
 
 def _span_class(dialect: str) -> str:

@@ -1,7 +1,7 @@
 """observations: what each run saw, stored once, the source the history is derived from
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03 00:10:00.000000
 
 The new tables hold every distinct model content (``observed_contents``), every distinct
@@ -25,8 +25,10 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
+from etl.migrations import resumable
+
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -36,7 +38,7 @@ LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 def upgrade() -> None:
     from etl import schema
 
-    op.create_table(
+    resumable.create_table(
         "observed_contents",
         sa.Column("content_id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("raw_hash", sa.String(length=32), nullable=False),
@@ -51,7 +53,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("raw_hash", name=op.f("uq_observed_contents_raw_hash")),
     )
     op.create_index(op.f("ix_observed_contents_model_uuid"), "observed_contents", ["model_uuid"])
-    op.create_table(
+    resumable.create_table(
         "snapshots",
         sa.Column("snapshot_id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
@@ -61,7 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("snapshot_id", name=op.f("pk_snapshots")),
         sa.UniqueConstraint("digest", name=op.f("uq_snapshots_digest")),
     )
-    op.create_table(
+    resumable.create_table(
         "run_usecases",
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("usecase", sa.String(length=64), nullable=False),
@@ -72,7 +74,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("run_id", "usecase", name=op.f("pk_run_usecases")),
     )
-    op.create_table(
+    resumable.create_table(
         "etl_state",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
@@ -80,12 +82,13 @@ def upgrade() -> None:
     )
     # A plain ALTER, not batch mode: recreating sync_runs would break the view that reads it;
     # so no foreign key either (SQLite cannot add one to a table without recreating it).
-    op.add_column("sync_runs", sa.Column("snapshot_id", sa.Integer(), nullable=True))
+    resumable.add_column("sync_runs", sa.Column("snapshot_id", sa.Integer(), nullable=True))
     _reconstruct(op.get_bind())
 
 
 def _reconstruct(conn: sa.Connection) -> None:
-    """Fills the observation tables from the runs and the history held today."""
+    """Fills the observation tables from the runs and the history held today (in the
+    revision's transaction, so a stopped upgrade leaves them empty and starts over)."""
     from etl import observe, schema
     from etl.pages import raw_hash
     from etl.transform import BadModel, flatten, snapshot_digest
@@ -202,9 +205,9 @@ def _reconstruct_usecases(conn: sa.Connection, succeeded: Sequence[Any]) -> None
 
 
 def downgrade() -> None:
-    op.drop_column("sync_runs", "snapshot_id")
-    op.drop_table("etl_state")
-    op.drop_table("run_usecases")
-    op.drop_table("snapshots")
-    op.drop_index(op.f("ix_observed_contents_model_uuid"), table_name="observed_contents")
-    op.drop_table("observed_contents")
+    resumable.drop_column("sync_runs", "snapshot_id")
+    resumable.drop_table("etl_state")
+    resumable.drop_table("run_usecases")
+    resumable.drop_table("snapshots")
+    resumable.drop_index(op.f("ix_observed_contents_model_uuid"), "observed_contents")
+    resumable.drop_table("observed_contents")
