@@ -22,6 +22,7 @@ from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
 from etl.errors import ConfigError, DatabaseError, EtlError, Interrupted, InvalidResponseError
 from etl.logs import FORMATS, log_summary, setup_logging
+from etl.sanitize import visible
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -32,15 +33,16 @@ log = logging.getLogger("etl.cli")
 
 
 def _fail(ctx: click.Context, text: str, exit_code: int) -> NoReturn:
-    """Says why the command failed: ``etl: <text>`` on stderr, or a JSON log line (with
-    ``exit_code``, and the traceback under ``-v``) when logs are JSON."""
+    """Says why the command failed: ``etl: <text>`` on stderr (escaped: one line, no control
+    characters from an API or a file), or a JSON log line (with ``exit_code``, and the
+    traceback under ``-v``) when logs are JSON."""
     obj = ctx.obj or {}
     if obj.get("log_format") == "json":
         log.error("%s", text, exc_info=bool(obj.get("verbose")), extra={"exit_code": exit_code})
     else:
         if obj.get("verbose"):
             traceback.print_exc()
-        click.echo(f"etl: {text}", err=True)
+        click.echo(f"etl: {visible(text)}", err=True)
     ctx.exit(exit_code)
 
 

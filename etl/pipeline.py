@@ -45,6 +45,7 @@ from etl.load import (
 )
 from etl.lock import mark_abandoned, run_lock
 from etl.pages import snapshot_pairs
+from etl.sanitize import stored_error
 from etl.transform import KNOWN_FIELDS, BadModel, FlatModel, flatten, snapshot_digest
 
 log = logging.getLogger("etl")
@@ -589,7 +590,7 @@ def _record_failure(
                 finished_at=datetime.now(UTC),
                 requests=requests,
                 retries=retries,
-                error=error[:2000],
+                error=stored_error(error),
             )
     except sa.exc.SQLAlchemyError as db_exc:
         log.error("could not record run %d as %s: %s", run_id, status, db.first_line(db_exc))
