@@ -144,6 +144,15 @@ def json_option(func: F) -> F:
     help="Refuse a response body larger than this (exit 5).",
 )
 @click.option(
+    "--run-timeout",
+    envvar="ETL_RUN_TIMEOUT",
+    show_envvar=True,
+    metavar="DURATION",
+    default="30m",
+    help="Fail the run (exit 4, nothing written) when it takes longer than this: seconds, "
+    "or e.g. 90s, 30m, 2h.",
+)
+@click.option(
     "--archive-dir",
     envvar="ETL_ARCHIVE_DIR",
     show_envvar=True,
@@ -169,6 +178,7 @@ def sync(
     max_retries: int,
     max_wait: float,
     max_response_mb: float,
+    run_timeout: str,
     archive_dir: str | None,
     with_usecases: bool,
     dry_run: bool,
@@ -193,6 +203,7 @@ def sync(
         archive_dir=archive_dir,
         with_usecases=with_usecases,
         max_response_bytes=int(max_response_mb * 1024 * 1024),
+        run_timeout=_seconds(run_timeout, "--run-timeout"),
     )
     result = run_sync(settings)
     log_summary(log, "sync finished", result.as_dict())
@@ -206,6 +217,20 @@ def sync(
         f"{result.removed} removed, {result.restored} restored, {result.warnings} warnings; "
         f"{result.requests} requests, {result.retries} retries, {result.duration_s:.2f}s"
     )
+
+
+def _seconds(text: str, option: str) -> float:
+    """A positive duration: plain seconds (``90``) or with a unit (``90s``, ``30m``, ``2h``)."""
+    from etl.times import parse_duration
+
+    plain = text.strip().replace(".", "", 1).isdigit()
+    try:
+        seconds = float(text) if plain else parse_duration(text).total_seconds()
+    except ConfigError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{option} {text!r} is not a duration (use e.g. 90, 90s, 30m, 2h)")
+    return seconds
 
 
 @cli.command()

@@ -163,6 +163,7 @@ def run_sync(
         deadline=settings.deadline,
         timeout=(settings.connect_timeout, settings.read_timeout),
         max_body=settings.max_response_bytes,
+        run_timeout=settings.run_timeout,
         sleep=sleep,
     )
     try:
