@@ -193,9 +193,18 @@ class Fetched:
     model_hashes: list[str] | None = None
 
 
+class _Session(requests.Session):
+    """A session that never follows a redirect itself, nor even parses where one points (a
+    ``Location`` of ``http://[`` would raise from inside requests): :class:`Fetcher` decides,
+    and follows only those to the same scheme, host and port, so the token stays there."""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())
+
+
 def build_session(token: str) -> requests.Session:
     """A session that sends the bearer token and our User-Agent on every request."""
-    session = requests.Session()
+    session = _Session()
     session.headers.update(
         {
             "Authorization": f"Bearer {token}",
@@ -409,8 +418,8 @@ class Fetcher:
                     return status, self._read(resp, shown, deadline)
         except requests.exceptions.ContentDecodingError as exc:
             raise InvalidResponseError(
-                f"GET {shown}: the body could not be decoded "
-                f"(Content-Encoding {_encoding(exc)}): {_reason(exc)}"
+                f"GET {shown}: the body could not be decoded as its Content-Encoding says: "
+                f"{_reason(exc)}"
             ) from None
         except requests.Timeout as exc:
             raise TransientError(f"timeout on {shown} ({type(exc).__name__})") from None
@@ -519,12 +528,6 @@ def _reason(exc: BaseException) -> str:
     while exc.args and isinstance(exc.args[-1], BaseException):
         exc = exc.args[-1]
     return truncate(str(exc) or type(exc).__name__, 120)
-
-
-def _encoding(exc: requests.exceptions.ContentDecodingError) -> str:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("Content-Encoding", "") if response is not None else ""
-    return truncate(value, 60) or "?"
 
 
 class _DeadlinePassed(BaseException):
