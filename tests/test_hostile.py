@@ -368,7 +368,7 @@ def test_an_attempt_has_a_total_deadline_whatever_the_server_trickles(phase: str
         took = time.monotonic() - started
     assert "failed after 2 attempts: no complete response from" in str(caught.value)
     assert "within 0.5s" in str(caught.value)
-    assert 1.0 <= took < 2.0
+    assert 1.0 <= took < 3.0  # two attempts of 0.5 s, not two bodies trickled to their end
 
 
 def test_run_timeout_is_a_duration(run_etl: Any, sqlite_url: str) -> None:
