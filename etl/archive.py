@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from etl import files
 from etl.client import Tally
 from etl.errors import ConfigError, InvalidResponseError
 from etl.http import Fetched
@@ -66,8 +67,13 @@ class ArchiveWriter:
         run = f"-run{run_id}" if run_id is not None else "-dry-run"
         self.path = folder / f"{day:%Y%m%dT%H%M%SZ}{run}.jsonl.gz"
         self.partial = self.path.with_name(self.path.name + ".partial")
+        try:  # never through a symlink planted at the name
+            raw = files.create_new(self.partial)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {self.partial}: {exc.strerror or exc}") from None
         # Open for the whole run; commit() or discard() closes it.
-        self._file: gzip.GzipFile | None = gzip.open(self.partial, "wb", compresslevel=6)  # noqa: SIM115
+        self._raw = raw
+        self._file: gzip.GzipFile | None = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)
 
     def write(self, fetched: Fetched, listing: str | None = None) -> None:
         """Appends one response, its body byte for byte when it fits on one line.
@@ -92,12 +98,15 @@ class ArchiveWriter:
         """Empties the file: the listing written so far is thrown away."""
         assert self._file is not None
         self._file.close()
-        self._file = gzip.open(self.partial, "wb", compresslevel=6)  # noqa: SIM115
+        self._raw.seek(0)
+        self._raw.truncate()
+        self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
 
     def close(self) -> Path:
         """Finishes writing; the file keeps its ``.partial`` name until :meth:`commit`."""
         if self._file is not None:
             self._file.close()
+            self._raw.close()
             self._file = None
         return self.partial
 
@@ -111,6 +120,7 @@ class ArchiveWriter:
         """Closes and deletes the file of a run that failed."""
         if self._file is not None:
             self._file.close()
+            self._raw.close()
             self._file = None
         self.partial.unlink(missing_ok=True)
 

@@ -22,6 +22,7 @@ from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
 from etl.errors import ConfigError, DatabaseError, EtlError, Interrupted, InvalidResponseError
 from etl.logs import FORMATS, log_summary, setup_logging
+from etl.sanitize import visible
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -34,15 +35,16 @@ log = logging.getLogger("etl.cli")
 
 
 def _fail(ctx: click.Context, text: str, exit_code: int) -> NoReturn:
-    """Says why the command failed: ``etl: <text>`` on stderr, or a JSON log line (with
-    ``exit_code``, and the traceback under ``-v``) when logs are JSON."""
+    """Says why the command failed: ``etl: <text>`` on stderr (escaped: one line, no control
+    characters from an API or a file), or a JSON log line (with ``exit_code``, and the
+    traceback under ``-v``) when logs are JSON."""
     obj = ctx.obj or {}
     if obj.get("log_format") == "json":
         log.error("%s", text, exc_info=bool(obj.get("verbose")), extra={"exit_code": exit_code})
     else:
         if obj.get("verbose"):
             traceback.print_exc()
-        click.echo(f"etl: {text}", err=True)
+        click.echo(f"etl: {visible(text)}", err=True)
     ctx.exit(exit_code)
 
 
@@ -144,6 +146,15 @@ def json_option(func: F) -> F:
     help="Refuse a response body larger than this (exit 5).",
 )
 @click.option(
+    "--run-timeout",
+    envvar="ETL_RUN_TIMEOUT",
+    show_envvar=True,
+    metavar="DURATION",
+    default="30m",
+    help="Fail the run (exit 4, nothing written) when it takes longer than this: seconds, "
+    "or e.g. 90s, 30m, 2h.",
+)
+@click.option(
     "--archive-dir",
     envvar="ETL_ARCHIVE_DIR",
     show_envvar=True,
@@ -169,6 +180,7 @@ def sync(
     max_retries: int,
     max_wait: float,
     max_response_mb: float,
+    run_timeout: str,
     archive_dir: str | None,
     with_usecases: bool,
     dry_run: bool,
@@ -193,6 +205,7 @@ def sync(
         archive_dir=archive_dir,
         with_usecases=with_usecases,
         max_response_bytes=int(max_response_mb * 1024 * 1024),
+        run_timeout=_seconds(run_timeout, "--run-timeout"),
     )
     result = run_sync(settings)
     log_summary(log, "sync finished", result.as_dict())
@@ -206,6 +219,20 @@ def sync(
         f"{result.removed} removed, {result.restored} restored, {result.warnings} warnings; "
         f"{result.requests} requests, {result.retries} retries, {result.duration_s:.2f}s"
     )
+
+
+def _seconds(text: str, option: str) -> float:
+    """A positive duration: plain seconds (``90``) or with a unit (``90s``, ``30m``, ``2h``)."""
+    from etl.times import parse_duration
+
+    plain = text.strip().replace(".", "", 1).isdigit()
+    try:
+        seconds = float(text) if plain else parse_duration(text).total_seconds()
+    except ConfigError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{option} {text!r} is not a duration (use e.g. 90, 90s, 30m, 2h)")
+    return seconds
 
 
 @cli.command()

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from etl.config import MODELS_PATH
 from etl.errors import InvalidResponseError
-from etl.http import Fetched, Fetcher
+from etl.http import Fetched, Fetcher, parse_url, without_query
 
 PAGE_MARGIN = 2
 """Pages beyond ``meta.pages`` tolerated before the listing counts as a loop."""
@@ -99,7 +99,7 @@ class Tally:
         next_url = pages_links.get("next") if isinstance(pages_links, dict) else None
         if not isinstance(next_url, str) or not next_url:
             return models, False, None
-        return models, True, _page_number(next_url)
+        return models, True, _page_number(next_url, where)
 
     def _count(self, models: list[Any]) -> None:
         for model in models:
@@ -154,6 +154,7 @@ class Listing(Tally):
 
     def __iter__(self) -> Iterator[Page]:
         page = 1
+        previous: list[Any] | None = None
         while True:
             limit = MAX_PAGES if self.expected_pages is None else self.expected_pages + PAGE_MARGIN
             if page > limit:
@@ -162,7 +163,16 @@ class Listing(Tally):
                     f"(meta.pages says {self.expected_pages}); stopped to avoid a loop"
                 )
             fetched = self.fetcher.get_json(self.url, self.params(page))
-            models, has_next, next_page = self.read(fetched.payload, f"GET {fetched.url}", page)
+            where = f"GET {fetched.url}"
+            models, has_next, next_page = self.read(fetched.payload, where, page)
+            if page == 1:
+                self._check_page_count(len(models), where)
+            if models and models == previous:
+                raise InvalidResponseError(
+                    f"{where}: page {page} repeats page {page - 1}'s models "
+                    "(the API ignores the page asked for); stopped to avoid a loop"
+                )
+            previous = models
             yield Page(page, models, fetched)
             if not models:
                 return
@@ -174,6 +184,22 @@ class Listing(Tally):
                 return
             page += 1
 
+    def _check_page_count(self, first_page: int, where: str) -> None:
+        """Refuses a ``meta.pages`` that ``meta.total`` cannot fill at the first page's size.
+
+        The page size is what the server sent (it may send fewer than we ask), so a server
+        that caps ``per_page`` still pages; one claiming 10**9 pages of 300 models does not.
+        """
+        if self.total is None or self.expected_pages is None:
+            return
+        size = min(self.per_page, first_page) if first_page else self.per_page
+        allowed = max(1, -(-self.total // size))
+        if self.expected_pages > allowed:
+            raise InvalidResponseError(
+                f"{where}: meta.pages is {self.expected_pages}, but meta.total "
+                f"{self.total} at {size} a page makes at most {allowed}"
+            )
+
 
 def _count_field(meta: dict[str, Any], name: str, where: str) -> int:
     value = meta.get(name) or 0  # the gateway leaves out zeros
@@ -184,8 +210,19 @@ def _count_field(meta: dict[str, Any], name: str, where: str) -> int:
     return value
 
 
-def _page_number(url: str) -> int | None:
-    values = parse_qs(urlsplit(url).query).get("page")
+def _page_number(url: str, where: str) -> int | None:
+    """The page a ``next`` link names (None when it names none).
+
+    Raises:
+        InvalidResponseError: The link is not a URL (``http://[``).
+    """
+    try:
+        query = parse_url(url).query or ""
+    except ValueError as exc:
+        raise InvalidResponseError(
+            f"{where}: unparsable next link {without_query(url)!r} ({exc})"
+        ) from None
+    values = parse_qs(query).get("page")
     if values and values[0].isdigit():
         return int(values[0])
     return None

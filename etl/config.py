@@ -9,7 +9,6 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from etl.errors import AuthError, ConfigError
 
@@ -19,6 +18,8 @@ DEFAULT_API_URL = "https://api.digitalocean.com"
 DEFAULT_DATABASE_URL = "sqlite:///catalog.db"
 MODELS_PATH = "/v2/gen-ai/models"
 MAX_PER_PAGE = 200
+DEFAULT_RUN_TIMEOUT = 30 * 60.0
+"""Seconds a sync may take, every request and wait included (``--run-timeout``)."""
 _TOKEN = re.compile(r"[!-~]+")
 """Visible ASCII: anything else cannot travel in an Authorization header (RFC 6750)."""
 
@@ -61,6 +62,7 @@ class Settings:
         with_usecases: Also list the catalog once per usecase and record memberships.
         list_attempts: Listings tried when the catalog moves while we page.
         max_response_bytes: Largest response body accepted.
+        run_timeout: Seconds the whole run may take before it fails (exit 4, nothing written).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -79,6 +81,7 @@ class Settings:
     with_usecases: bool = False
     list_attempts: int = 3
     max_response_bytes: int = 50 * 1024 * 1024
+    run_timeout: float = DEFAULT_RUN_TIMEOUT
 
     @property
     def filtered(self) -> bool:
@@ -133,23 +136,32 @@ def _check_token(token: str, source: str) -> str:
 
 
 def check_api_url(url: str) -> str:
-    """Validates the API base URL; plain http is allowed only to a loopback host.
+    """Validates the API base URL, parsed as requests will parse it when it connects.
+
+    Plain http is allowed only to a loopback host; user info is refused (the token travels as
+    a bearer header, and a URL's credentials would replace it with Basic auth); so is a URL
+    that two parsers read differently (see :func:`etl.http.parse_url`).
 
     Raises:
-        ConfigError: Not an http(s) URL, or plain http to another host.
+        ConfigError: Any of those.
     """
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check: it raises when out of range
-    except ValueError:
-        raise ConfigError(f"--api-url {parts.scheme}://{parts.hostname}: invalid port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        from etl.http import redact_url  # lazily: requests is slow to import
+    from etl.http import parse_url  # lazily: requests is slow to import
 
-        raise ConfigError(f"--api-url must be an http(s) URL, got {redact_url(url)!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    try:
+        parts = parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"--api-url is not a URL etl can use safely: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
+        raise ConfigError(f"--api-url must be an http(s) URL with a host, got {parts.scheme}:")
+    if parts.auth is not None:
         raise ConfigError(
-            f"--api-url {parts.scheme}://{parts.hostname}: plain http is refused except to "
+            f"--api-url {parts.scheme}://{parts.host}: must not hold a user name or password "
+            "(the token is sent as a bearer header)"
+        )
+    host = parts.host.strip("[]")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"--api-url http://{parts.host}: plain http is refused except to "
             "a loopback host; use https"
         )
     return url.rstrip("/")

@@ -39,12 +39,22 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+_SECRET_QUERY = frozenset({"password", "passwd", "pwd", "sslpassword"})
+"""Query parameters that carry a password (libpq's, PyMySQL's and ODBC's spellings)."""
+
+
 def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***``, safe to print."""
+    """The URL with every password replaced by ``***``, safe to print: the one in the user
+    info and any query parameter named password, passwd, pwd or sslpassword (any case)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except sa.exc.ArgumentError:
         return "<unparsable database URL>"
+    secret = [key for key in parsed.query if key.lower() in _SECRET_QUERY]
+    if secret:
+        parsed = parsed.update_query_dict(dict.fromkeys(secret, "***"))
+    # The URL renderer percent-encodes the mask; show it as the userinfo's is shown.
+    return parsed.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
 
 
 def create_engine(url: str) -> Engine:

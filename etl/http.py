@@ -9,18 +9,24 @@ no token, no credentials in URLs, bodies truncated.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import math
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -33,13 +39,71 @@ from tenacity import (
 from etl import __version__
 from etl.errors import ApiUnavailableError, AuthError, InvalidResponseError
 from etl.pages import parse_page
+from etl.sanitize import visible
 
 log = logging.getLogger("etl.http")
 
 RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_MAX_BODY = 50 * 1024 * 1024
+MAX_JSON_VALUES = 250_000
+"""Most JSON values (counted as ``:`` and ``,`` bytes) a page may hold: a full page of 200
+models holds about 24,000. Parsed, each small value costs a few hundred bytes, so this keeps
+a hostile page of millions of tiny keys from taking gigabytes."""
+MAX_REDIRECTS = 5
+"""Redirects followed within one attempt (each to the same scheme, host and port)."""
+ATTEMPT_TIMEOUT = 120.0
+"""Seconds one attempt may take from connecting to the last byte of its body."""
 _SECRET_PARAMS = re.compile(r"(token|key|secret|password|auth|signature)", re.IGNORECASE)
-_CHUNK = 1024 * 1024
+_CHUNK = 64 * 1024
+"""Bytes read (and, since urllib3 2.6, inflated) at a time: a compressed bomb stops at the cap."""
+_VISIBLE_ASCII = re.compile(r"[!-~]+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ERROR_BODY_PARSED = 64 * 1024
+"""Largest error body parsed as JSON for its message; a longer one is only quoted."""
+
+
+def parse_url(url: str) -> urllib3.util.Url:
+    """Parses ``url`` exactly as requests does when it connects, refusing any ambiguity.
+
+    The host a URL is checked against must be the host we connect to, so a URL that
+    ``urllib.parse`` reads with another scheme, host or port than urllib3 (requests' parser)
+    does, e.g. ``http://evil.example\\@127.0.0.1``, is refused, as is one with spaces, control or
+    non-ASCII characters.
+
+    Raises:
+        ValueError: The URL is unparsable or ambiguous; the message says why, without the URL.
+    """
+    if not _VISIBLE_ASCII.fullmatch(url):
+        raise ValueError("it holds spaces, control or non-ASCII characters")
+    try:
+        other = urlsplit(url)
+        other_port = other.port
+    except ValueError as exc:  # "Port out of range", "Invalid IPv6 URL"
+        raise ValueError("invalid port" if "Port" in str(exc) else "unparsable") from None
+    try:
+        parsed = urllib3.util.parse_url(url)
+    except ValueError:
+        raise ValueError("unparsable") from None
+    host = parsed.host.strip("[]") if parsed.host else None
+    ours = ((parsed.scheme or "").lower(), host, parsed.port, parsed.auth is not None)
+    theirs = (other.scheme.lower(), other.hostname, other_port, "@" in other.netloc)
+    if ours != theirs:
+        raise ValueError("URL parsers disagree on its scheme, host or port")
+    return parsed
+
+
+def _origin(url: urllib3.util.Url) -> tuple[str, str, int | None]:
+    scheme = url.scheme or ""
+    return scheme, url.host or "", url.port or _DEFAULT_PORTS.get(scheme)
+
+
+def without_query(url: str) -> str:
+    """``url`` to show in a message: no query, fragment or user info, controls escaped.
+
+    Works on any text, parsable or not: it is for locations a server sent.
+    """
+    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    return visible(re.sub(r"^([^/?#]*//)[^/?#]*@", r"\1***@", head))
 
 
 def sleep(seconds: float) -> None:
@@ -129,9 +193,18 @@ class Fetched:
     model_hashes: list[str] | None = None
 
 
+class _Session(requests.Session):
+    """A session that never follows a redirect itself, nor even parses where one points (a
+    ``Location`` of ``http://[`` would raise from inside requests): :class:`Fetcher` decides,
+    and follows only those to the same scheme, host and port, so the token stays there."""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())
+
+
 def build_session(token: str) -> requests.Session:
     """A session that sends the bearer token and our User-Agent on every request."""
-    session = requests.Session()
+    session = _Session()
     session.headers.update(
         {
             "Authorization": f"Bearer {token}",
@@ -151,9 +224,14 @@ class Fetcher:
         max_wait: Longest wait a rate limit may impose; a longer one fails at once.
         deadline: Seconds one request may spend across all its attempts.
         timeout: (connect, read) timeouts in seconds.
-        max_body: Largest body accepted, in bytes.
+        max_body: Largest body accepted, in bytes (as inflated, after any Content-Encoding).
+        attempt_timeout: Seconds one attempt may take, connecting and reading the whole body
+            included (a server trickling bytes cannot hold it longer).
+        run_timeout: Seconds the whole run may take from now (None: no limit); past it every
+            request fails with exit 4, one in flight included.
         sleep: How to wait; defaults to :func:`sleep`, looked up at each wait.
         clock: Wall clock, for HTTP dates and ``ratelimit-reset``.
+        monotonic: The clock deadlines are measured on.
     """
 
     def __init__(
@@ -165,8 +243,11 @@ class Fetcher:
         deadline: float = 300.0,
         timeout: tuple[float, float] = (10.0, 60.0),
         max_body: int = DEFAULT_MAX_BODY,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
+        run_timeout: float | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session = session
         self.max_retries = max_retries
@@ -176,6 +257,10 @@ class Fetcher:
         self.max_body = max_body
         self.sleep = sleep or (lambda seconds: globals()["sleep"](seconds))
         self.clock = clock
+        self.monotonic = monotonic
+        self.attempt_timeout = attempt_timeout
+        self.run_timeout = run_timeout
+        self.run_deadline = None if run_timeout is None else monotonic() + run_timeout
         self.requests = 0
         self.retries = 0
 
@@ -184,8 +269,10 @@ class Fetcher:
 
         Raises:
             AuthError: 401 or 403.
-            ApiUnavailableError: Retries exhausted, or a rate limit longer than ``max_wait``.
-            InvalidResponseError: Another 4xx, a body that is not JSON, or one over the size cap.
+            ApiUnavailableError: Retries exhausted, a rate limit longer than ``max_wait``, a
+                transport failure, or the run past its ``run_timeout``.
+            InvalidResponseError: Another 4xx, a redirect elsewhere, a body that cannot be
+                decoded, is not JSON, or is over the size or value caps.
         """
         retrying = Retrying(
             retry=retry_if_exception_type(TransientError),
@@ -209,12 +296,32 @@ class Fetcher:
                 f"GET {shown} failed after {self.requests - before} attempts: {exc.reason}"
             ) from None
 
+    def _run_left(self) -> float:
+        """Seconds left before the run's deadline (infinite without one)."""
+        if self.run_deadline is None:
+            return math.inf
+        return self.run_deadline - self.monotonic()
+
+    def _run_timed_out(self, shown: str) -> ApiUnavailableError:
+        return ApiUnavailableError(
+            f"the run took longer than --run-timeout {self.run_timeout:g}s (during GET {shown}); "
+            "nothing was written"
+        )
+
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.wait_hint is not None:
-            return exc.wait_hint
-        backoff = wait_exponential_jitter(initial=1, max=self.max_wait, jitter=1)
-        return float(backoff(state))
+            wait = exc.wait_hint
+        else:
+            backoff = wait_exponential_jitter(initial=1, max=self.max_wait, jitter=1)
+            wait = float(backoff(state))
+        if wait >= self._run_left():  # waiting would outlive the run: fail now
+            reason = exc.reason if isinstance(exc, TransientError) else repr(exc)
+            raise ApiUnavailableError(
+                f"{reason}; a retry in {wait:.1f}s would pass --run-timeout "
+                f"{self.run_timeout:g}s; nothing was written"
+            )
+        return wait
 
     def _log_retry(self, state: RetryCallState) -> None:
         self.retries += 1
@@ -232,21 +339,21 @@ class Fetcher:
     def _attempt(
         self, url: str, params: Mapping[str, Any] | list[tuple[str, Any]], shown: str
     ) -> Fetched:
+        run_left = self._run_left()
+        if run_left <= 0:
+            raise self._run_timed_out(shown)
         self.requests += 1
+        budget = min(self.attempt_timeout, run_left)
+        deadline = self.monotonic() + budget
         try:
-            with self.session.get(url, params=params, timeout=self.timeout, stream=True) as resp:
-                status = resp.status_code
-                if status in RETRIABLE_STATUSES:
-                    raise TransientError(
-                        f"HTTP {status} from {shown}", self._rate_limit_wait(resp, shown)
-                    )
-                body = self._read(resp, shown)
-        except requests.Timeout as exc:
-            raise TransientError(f"timeout on {shown} ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
-            raise TransientError(f"connection error on {shown} ({type(exc).__name__})") from None
-        except requests.exceptions.ChunkedEncodingError:
-            raise TransientError(f"connection broken mid-body on {shown}") from None
+            with _alarm(budget):
+                status, body = self._exchange(url, params, shown, deadline)
+        except _DeadlinePassed:
+            if budget >= self.attempt_timeout:
+                raise TransientError(
+                    f"no complete response from {shown} within {self.attempt_timeout:g}s"
+                ) from None
+            raise self._run_timed_out(shown) from None
         if status in (401, 403):
             raise AuthError(
                 f"the API refused the token (HTTP {status}: {self._error_message(body)}); "
@@ -256,6 +363,12 @@ class Fetcher:
             raise ApiUnavailableError(f"GET {shown}: HTTP {status}: {self._error_message(body)}")
         if status != 200:
             raise InvalidResponseError(f"GET {shown}: HTTP {status}: {self._error_message(body)}")
+        values = body.count(b":") + body.count(b",")
+        if values > MAX_JSON_VALUES:
+            raise InvalidResponseError(
+                f"GET {shown}: response holds more than {MAX_JSON_VALUES:,} JSON values "
+                f"({values:,} separators); refused unparsed"
+            )
         try:
             payload, hashes = parse_page(body)
         except (ValueError, UnicodeDecodeError):
@@ -264,6 +377,92 @@ class Fetcher:
         except RecursionError:  # json.loads recurses once per level of nesting
             raise InvalidResponseError(f"GET {shown}: JSON nested too deeply to parse") from None
         return Fetched(shown, status, body, payload, datetime.now(UTC), hashes)
+
+    def _exchange(
+        self,
+        url: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None,
+        shown: str,
+        deadline: float,
+    ) -> tuple[int, bytes]:
+        """One attempt: the request, any same-origin redirects, the whole body.
+
+        Every exception requests, urllib3 or http.client raise ends here as a
+        :class:`TransientError` (worth retrying) or an :class:`~etl.errors.EtlError`.
+        """
+        origin = _origin(parse_url(url))
+        visited = {url}
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                read_timeout = max(0.001, min(self.timeout[1], deadline - self.monotonic()))
+                with self.session.get(
+                    url,
+                    params=params,
+                    timeout=(self.timeout[0], read_timeout),
+                    stream=True,
+                    allow_redirects=False,
+                ) as resp:
+                    status = resp.status_code
+                    if resp.is_redirect:
+                        url, params = self._redirect(resp, origin, shown), None
+                        if url in visited:
+                            raise InvalidResponseError(
+                                f"GET {shown}: a redirect loop (back to {without_query(url)})"
+                            )
+                        visited.add(url)
+                        continue
+                    if status in RETRIABLE_STATUSES:
+                        raise TransientError(
+                            f"HTTP {status} from {shown}", self._rate_limit_wait(resp, shown)
+                        )
+                    return status, self._read(resp, shown, deadline)
+        except requests.exceptions.ContentDecodingError as exc:
+            raise InvalidResponseError(
+                f"GET {shown}: the body could not be decoded as its Content-Encoding says: "
+                f"{_reason(exc)}"
+            ) from None
+        except requests.Timeout as exc:
+            raise TransientError(f"timeout on {shown} ({type(exc).__name__})") from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise TransientError(
+                f"connection broken mid-body on {shown} ({_reason(exc)})"
+            ) from None
+        except requests.ConnectionError as exc:
+            raise TransientError(f"connection error on {shown} ({type(exc).__name__})") from None
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+        ) as exc:
+            raise ApiUnavailableError(
+                f"GET {shown}: {type(exc).__name__}: {_reason(exc)}"
+            ) from None
+        raise InvalidResponseError(f"GET {shown}: more than {MAX_REDIRECTS} redirects")
+
+    def _redirect(
+        self, resp: requests.Response, origin: tuple[str, str, int | None], shown: str
+    ) -> str:
+        """Where a redirect points, if it stays on ``origin`` (same scheme, host and port).
+
+        Raises:
+            InvalidResponseError: It points anywhere else, or nowhere we can parse.
+        """
+        location = resp.headers["location"]
+        try:
+            target = urljoin(resp.url, location)
+            parsed = parse_url(target)
+        except ValueError:
+            raise InvalidResponseError(
+                f"GET {shown}: HTTP {resp.status_code} redirect to an unparsable location "
+                f"{without_query(location)!r}"
+            ) from None
+        if _origin(parsed) != origin or parsed.auth is not None:
+            raise InvalidResponseError(
+                f"GET {shown}: HTTP {resp.status_code} redirect to {without_query(target)}; "
+                "only redirects to the same scheme, host and port are followed"
+            )
+        return target
 
     def _unsecret(self, text: str) -> str:
         """``text`` with the bearer token masked, for a server that echoes it back."""
@@ -275,22 +474,23 @@ class Fetcher:
         """A short, token-free summary of an error body."""
         return _error_message(body, self._unsecret)
 
-    def _read(self, resp: requests.Response, shown: str) -> bytes:
+    def _read(self, resp: requests.Response, shown: str, deadline: float) -> bytes:
+        """The whole body, inflated, refused past ``max_body`` bytes or past ``deadline``."""
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise InvalidResponseError(
                 f"GET {shown}: response of {int(declared)} bytes exceeds the cap of {self.max_body}"
             )
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
         for chunk in resp.iter_content(_CHUNK):
-            size += len(chunk)
-            if size > self.max_body:
+            body += chunk
+            if len(body) > self.max_body:
                 raise InvalidResponseError(
                     f"GET {shown}: response exceeds the cap of {self.max_body} bytes"
                 )
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if self.monotonic() > deadline:  # where no alarm can cut the read short
+                raise _DeadlinePassed
+        return bytes(body)
 
     def _rate_limit_wait(self, resp: requests.Response, shown: str) -> float | None:
         if resp.status_code != 429:
@@ -312,10 +512,47 @@ class Fetcher:
 
 
 def _error_message(body: bytes, unsecret: Callable[[str], str]) -> str:
+    if len(body) <= _ERROR_BODY_PARSED:
+        try:
+            data = json.loads(body)
+            if isinstance(data, dict) and "message" in data:
+                return truncate(unsecret(f"{data.get('id', 'error')}: {data['message']}"))
+        except (ValueError, RecursionError):
+            pass
+    text = body[:_ERROR_BODY_PARSED].decode("utf-8", "replace")
+    return truncate(unsecret(text)) or "empty body"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost reason requests and urllib3 wrap around a failure, on one short line."""
+    while exc.args and isinstance(exc.args[-1], BaseException):
+        exc = exc.args[-1]
+    return truncate(str(exc) or type(exc).__name__, 120)
+
+
+class _DeadlinePassed(BaseException):
+    """An attempt's deadline: a BaseException, so no ``except Exception`` in requests or urllib3
+    catches it on the way out of a blocked read."""
+
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raises :class:`_DeadlinePassed` in this thread after ``seconds``, wherever it is blocked
+    (connecting, reading headers byte by byte, reading the body).
+
+    SIGALRM reaches only the main thread; elsewhere the body loop's own deadline check is all.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise _DeadlinePassed
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
     try:
-        data = json.loads(body)
-        if isinstance(data, dict) and "message" in data:
-            return truncate(unsecret(f"{data.get('id', 'error')}: {data['message']}"))
-    except ValueError:
-        pass
-    return truncate(unsecret(body.decode("utf-8", "replace"))) or "empty body"
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)

@@ -19,12 +19,11 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import schema
+from etl import files, schema
 from etl.errors import DatabaseError, LockHeldError
 
 ADVISORY_KEY = 0x65746C5F73796E63
@@ -176,22 +175,22 @@ def _file_lock(engine: Engine) -> Iterator[bool]:
         return
     path = f"{database}.lock"
     try:
-        handle: IO[Any] = open(path, "a+")  # noqa: SIM115 - held until the run ends
-    except OSError as exc:  # a missing or read-only folder: the database cannot be written
-        raise DatabaseError(f"cannot open {path} for the run lock: {exc.strerror}") from None
+        fd = files.open_lock(path)  # never through a symlink, never truncated on open
+    except OSError as exc:  # a missing or read-only folder, a planted symlink or FIFO
+        raise DatabaseError(f"cannot open {path} for the run lock: {exc.strerror or exc}") from None
     try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         # The pid only helps a person looking; unbuffered, so a full disk cannot fail the close.
         with contextlib.suppress(OSError):
-            os.ftruncate(handle.fileno(), 0)
-            os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield True
     finally:
-        handle.close()
+        os.close(fd)
 
 
 def _held_message(engine: Engine) -> str:

@@ -1,8 +1,9 @@
 """Log output on stderr: human text lines, or one JSON object per line for log shippers.
 
-Text is ``etl: LEVEL: message``, with a UTC timestamp in front when stderr is not a terminal
-(a cron log, a pipe), so every line of a log file says when it happened; not in systemd's
-journal, which stamps every line itself. JSON carries ``ts``
+Text is ``etl: LEVEL: message`` (the message escaped by :func:`etl.sanitize.visible`, so it
+stays one line without control characters), with a UTC timestamp in front when stderr is not a
+terminal (a cron log, a pipe), so every line of a log file says when it happened; not in
+systemd's journal, which stamps every line itself. JSON carries ``ts``
 (ISO 8601 UTC), ``level``, ``logger`` and ``message``, plus every field a call passes with
 ``extra=`` (``run_id``, ``requests``, ``retries``, ``duration_s``, counts...)::
 
@@ -21,6 +22,8 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
+
+from etl.sanitize import visible
 
 FORMATS = ("text", "json")
 """The values of ``--log-format``."""
@@ -55,7 +58,8 @@ class TextFormatter(logging.Formatter):
         self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"etl: {record.levelname}: {record.getMessage()}"
+        # Escaped: a newline in an API string must not start a forged log line.
+        line = f"etl: {record.levelname}: {visible(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         if self.timestamps:

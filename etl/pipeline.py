@@ -49,6 +49,7 @@ from etl.load import (
     verify,
 )
 from etl.lock import RunLock, mark_abandoned, run_lock
+from etl.sanitize import stored_error
 
 log = logging.getLogger("etl")
 
@@ -115,6 +116,7 @@ def run_sync(
         deadline=settings.deadline,
         timeout=(settings.connect_timeout, settings.read_timeout),
         max_body=settings.max_response_bytes,
+        run_timeout=settings.run_timeout,
         sleep=sleep,
     )
     try:
@@ -489,7 +491,7 @@ def _record_failure(
                 finished_at=datetime.now(UTC),
                 requests=requests,
                 retries=retries,
-                error=error[:2000],
+                error=stored_error(error),
             )
     except sa.exc.SQLAlchemyError as db_exc:
         log.error("could not record run %d as %s: %s", run_id, status, db.first_line(db_exc))

@@ -13,12 +13,10 @@ browser test can count what was drawn.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import __version__, queries, schema
+from etl import __version__, files, queries, schema
 from etl.errors import ConfigError
 from etl.times import format_instant
 
@@ -879,7 +877,8 @@ def build_report(engine: Engine | None, *, source: str, since: datetime | None =
 
 
 def write_report(html: str, output: str | os.PathLike[str]) -> Path:
-    """Writes the page atomically (a temporary file renamed into place).
+    """Writes the page atomically (see :func:`etl.files.replace_file`): a new file gets the
+    umask's permissions, an existing one keeps its own, a symlink at the path is replaced.
 
     Returns:
         The file's absolute path.
@@ -888,16 +887,8 @@ def write_report(html: str, output: str | os.PathLike[str]) -> Path:
         ConfigError: The file cannot be written there.
     """
     path = Path(output).expanduser().absolute()
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from a web server
-        os.replace(tmp, path)
+        files.replace_file(path, html.encode("utf-8"))
     except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
     return path

@@ -50,3 +50,14 @@ def csv_cell(text: str) -> str:
     if text.startswith(_FORMULA_START):
         return "'" + text
     return text
+
+
+MAX_STORED_ERROR = 2000
+"""Characters of an error kept in ``sync_runs.error``."""
+
+
+def stored_error(text: str, limit: int = MAX_STORED_ERROR) -> str:
+    """An error message made safe to store and reprint: escaped by :func:`visible`, then cut to
+    ``limit`` characters (ending ``...`` when cut)."""
+    text = visible(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -204,7 +204,7 @@ def test_plain_http_to_localhost_is_allowed(run_etl: Any, sqlite_url: str, serve
     ("url", "message"),
     [
         ("ftp://api.example.com", "--api-url must be an http(s) URL"),
-        ("http://127.0.0.1:99999", "--api-url http://127.0.0.1: invalid port"),
+        ("http://127.0.0.1:99999", "--api-url is not a URL etl can use safely: invalid port"),
     ],
 )
 def test_malformed_api_url_exits_2(run_etl: Any, sqlite_url: str, url: str, message: str) -> None:

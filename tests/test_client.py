@@ -154,3 +154,37 @@ def test_a_page_that_fails_once_is_fetched_again_not_skipped(server: FakeApi) ->
     server.faults.append(Fault(action="reset", page=3))
     assert len(walk(listing(server, per_page=5))) == 23
     assert [r.page for r in server.requests] == [1, 2, 3, 3, 4, 5]
+
+
+def test_a_server_that_caps_per_page_still_pages(server: FakeApi) -> None:
+    server.ignore_per_page = True  # 20 a page, whatever we ask: meta.pages follows that size
+    found = walk(listing(server, per_page=200))
+    assert [m["uuid"] for m in found] == [m["uuid"] for m in CATALOG]
+    assert [r.page for r in server.requests] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("pages", "allowed"), [(6, 5), (10**9, 5)], ids=["one-too-many", "a-billion"]
+)
+def test_meta_pages_more_than_meta_total_fills_is_refused(
+    server: FakeApi, pages: int, allowed: int
+) -> None:
+    def inflate(request: RecordedRequest, body: dict[str, Any]) -> dict[str, Any]:
+        body["meta"]["pages"] = pages
+        return body
+
+    server.transform = inflate
+    with pytest.raises(InvalidResponseError) as caught:
+        walk(listing(server))
+    assert str(caught.value).endswith(
+        f"meta.pages is {pages}, but meta.total 23 at 5 a page makes at most {allowed}"
+    )
+    assert len(server.requests) == 1
+
+
+def test_the_archive_reader_refuses_an_unparsable_next_link_too() -> None:
+    from etl.client import Tally
+
+    page = {"links": {"pages": {"next": "http://[/v2?page=2"}}, "models": CATALOG[:1]}
+    with pytest.raises(InvalidResponseError, match=r"page 1: unparsable next link 'http://\[/v2' "):
+        Tally().read(page, "page 1", 1)

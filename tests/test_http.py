@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,15 @@ import pytest
 from etl import __version__
 from etl.config import MODELS_PATH
 from etl.errors import ApiUnavailableError, AuthError, EtlError, InvalidResponseError
-from etl.http import Fetcher, build_session, parse_ratelimit_reset, parse_retry_after, redact_url
+from etl.http import (
+    Fetcher,
+    build_session,
+    parse_ratelimit_reset,
+    parse_retry_after,
+    parse_url,
+    redact_url,
+    without_query,
+)
 from tests.catalog import make_catalog
 from tests.conftest import TOKEN
 from tests.fakeapi import FakeApi, Fault
@@ -297,3 +306,74 @@ def test_parse_ratelimit_reset(value: str | None, expected: float | None) -> Non
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+# -- one URL parser --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("https://api.digitalocean.com", "api.digitalocean.com", None),
+        ("HTTP://LocalHost:8080/v2", "localhost", 8080),
+        ("http://[::1]:80", "[::1]", 80),
+    ],
+)
+def test_parse_url_reads_what_requests_connects_to(url: str, host: str, port: int | None) -> None:
+    parsed = parse_url(url)
+    assert (parsed.host, parsed.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://evil.example:80\\@127.0.0.1:80", "URL parsers disagree"),
+        ("http://127.0.0.1\t:80", "spaces, control or non-ASCII"),
+        (" http://127.0.0.1", "spaces, control or non-ASCII"),
+        ("http://bücher.example", "spaces, control or non-ASCII"),
+        ("http://[", "unparsable"),
+        ("http://127.0.0.1:99999", "invalid port"),
+    ],
+)
+def test_parse_url_refuses_what_parsers_could_read_differently(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_url(url)
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("https://h/x?token=t#f", "https://h/x"),
+        ("http://u:p@h/x", "http://***@h/x"),
+        ("http://[", "http://["),
+        ("/p\x1b]0;t\x07", "/p\\x1b]0;t\\x07"),
+    ],
+)
+def test_without_query(location: str, shown: str) -> None:
+    assert without_query(location) == shown
+
+
+# -- the run's deadline ----------------------------------------------------------------------
+
+
+def test_a_retry_that_would_outlive_the_run_fails_at_once(server: FakeApi) -> None:
+    server.faults.append(Fault.rate_limited(retry_after="20", times=5))
+    now = [1000.0]
+    waits: list[float] = []
+    fetcher = make_fetcher(waits, run_timeout=15, monotonic=lambda: now[0])
+    with pytest.raises(ApiUnavailableError) as caught:
+        get_page(fetcher, server)
+    assert str(caught.value).endswith(
+        "a retry in 20.0s would pass --run-timeout 15s; nothing was written"
+    )
+    assert waits == [] and len(server.requests) == 1
+
+
+def test_no_request_starts_after_the_run_deadline(server: FakeApi) -> None:
+    now = [1000.0]
+    fetcher = make_fetcher([], run_timeout=60, monotonic=lambda: now[0])
+    get_page(fetcher, server)
+    now[0] += 61
+    with pytest.raises(ApiUnavailableError, match=r"longer than --run-timeout 60s \(during GET"):
+        get_page(fetcher, server, page=2)
+    assert len(server.requests) == 1

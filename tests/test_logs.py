@@ -152,7 +152,8 @@ def test_formatters() -> None:
     assert parsed["odd"].startswith("<object object")
     assert parsed["level"] == "WARNING" and parsed["logger"] == "etl.x"
 
-    assert TextFormatter(timestamps=False).format(record) == "etl: WARNING: two\nlines 2"
+    # One record, one line: the newline in the message is shown escaped.
+    assert TextFormatter(timestamps=False).format(record) == "etl: WARNING: two\\nlines 2"
     assert TEXT_LINE.match(TextFormatter(timestamps=True).format(record))
 
     class Terminal(io.StringIO):

@@ -262,3 +262,49 @@ def test_input_over_its_limits_exits_5_writing_nothing(
         assert failed["status"] == "failed" and message.search(failed["error"])
     finally:
         engine.dispose()
+
+
+# -- database passwords in query parameters -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://etl:pw@db/catalog", "postgresql://etl:***@db/catalog"),
+        (
+            "postgresql://etl@db/catalog?sslmode=require&password=pw&PWD=pw",
+            "postgresql://etl@db/catalog?PWD=***&password=***&sslmode=require",
+        ),
+        ("mysql://etl@db/c?passwd=pw&passwd=pw2", "mysql://etl@db/c?passwd=***"),
+        ("postgresql://etl@db/c?sslpassword=pw", "postgresql://etl@db/c?sslpassword=***"),
+        ("sqlite:///catalog.db", "sqlite:///catalog.db"),
+    ],
+    ids=["userinfo", "password-and-pwd", "passwd-twice", "sslpassword", "sqlite"],
+)
+def test_mask_url_masks_every_password(url: str, shown: str) -> None:
+    from etl.db import mask_url
+
+    assert mask_url(url) == shown
+
+
+def test_a_password_query_parameter_is_masked_in_the_error_line(run_etl: Any) -> None:
+    url = f"postgresql://etl@127.0.0.1:1/catalog?password={PASSWORD}&connect_timeout=2"
+    result = run_etl("--database-url", url, "status")
+    assert result.exit_code == 6
+    assert PASSWORD not in result.stdout + result.stderr
+    assert "postgresql+psycopg://etl@127.0.0.1:1/catalog?connect_timeout=2&password=***" in (
+        result.stderr
+    )
+
+
+def test_a_password_query_parameter_is_masked_in_the_report_header(
+    run_etl: Any, db_url: str, tmp_path: Path
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("libpq takes a password as a query parameter")
+    url = f"{db_url}?password={PASSWORD}"
+    assert run_etl("--database-url", url, "db", "upgrade").exit_code == 0
+    result = run_etl("--database-url", url, "report", "--output", str(tmp_path / "r.html"))
+    assert result.exit_code == 0, result.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert PASSWORD not in html and "password=***" in html
