@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -63,6 +66,59 @@ def create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def create_read_only_engine(url: str) -> Engine:
+    """An engine that never writes: SQLite opened ``mode=ro``, its journal mode left alone.
+
+    A reader needs no write access to the file or its folder. A WAL database whose ``-shm``
+    file is gone (the last writer closed cleanly) and whose folder the reader cannot write is
+    opened ``immutable``: it then holds no uncheckpointed writes, so the main file is the whole
+    database. Other dialects connect as usual (readers only run SELECTs).
+
+    Raises:
+        DatabaseError: A SQLite file that does not exist ("no such database"; it is never
+            created), or no driver for the URL.
+    """
+    parsed = parse_url(url)
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return create_engine(url)
+    try:
+        is_file = Path(path).is_file()
+    except OSError as exc:
+        where = Path(path).absolute()
+        raise DatabaseError(f"cannot open database {where}: {exc.strerror}") from None
+    if not is_file:
+        raise DatabaseError(
+            f"no such database: {Path(path).absolute()} ({mask_url(parsed)}); check "
+            "--database-url / ETL_DATABASE_URL, or create it with `etl sync` or `etl demo`"
+        )
+    uri = "file:" + quote(str(Path(path).absolute()))
+    timeout = sqlite_busy_timeout()
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout,
+                                     check_same_thread=False)  # fmt: skip
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
+            connection.close()  # WAL without a -shm file we may create: see above
+            connection = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True,
+                                         check_same_thread=False)  # fmt: skip
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    return sa.create_engine(parsed, creator=connect)
+
+
+@contextmanager
+def read_only(url: str) -> Iterator[Engine]:
+    """:func:`errors` for a read-only engine (see :func:`create_read_only_engine`)."""
+    with _database_errors(create_read_only_engine(url)) as engine:
+        yield engine
 
 
 def sqlite_busy_timeout() -> float:
@@ -184,12 +240,12 @@ def check_schema(engine: Engine) -> bool:
     known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
     if current not in known:
         raise DatabaseError(
-            f"the database schema is at revision {current}, newer than this etl knows "
-            f"(head {head}); upgrade etl"
+            f"the database is ahead of this etl: its schema is at revision {current}, newer "
+            f"than this etl knows (head {head}); upgrade etl (pip install -U etl)"
         )
     raise DatabaseError(
-        f"the database schema is at revision {current}, this etl needs {head}; "
-        "run `etl db upgrade` first"
+        f"the database is behind this etl: its schema is at revision {current}, this etl "
+        f"needs {head}; run `etl db upgrade` first"
     )
 
 
@@ -212,7 +268,12 @@ def current(engine: Engine) -> str | None:
 @contextmanager
 def errors(url: str) -> Iterator[Engine]:
     """An engine for ``url`` whose SQLAlchemy errors surface as one-line :class:`DatabaseError`."""
-    engine = create_engine(url)
+    with _database_errors(create_engine(url)) as engine:
+        yield engine
+
+
+@contextmanager
+def _database_errors(engine: Engine) -> Iterator[Engine]:
     try:
         yield engine
     except sa.exc.SQLAlchemyError as exc:
@@ -225,3 +286,51 @@ def first_line(exc: BaseException) -> str:
     """The first line of a database error, without SQLAlchemy's statement dump."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_RELATIVE = re.compile(r"^(?:[+-]\d+|.+[+-]\d+)$")
+"""Alembic's relative revisions (``-1``, ``+2``, ``head-1``), resolved against the database."""
+
+
+def check_revision_argument(revision: str) -> None:
+    """Checks a revision a user typed names one this etl knows (relative ones pass through).
+
+    Raises:
+        ConfigError: An unknown revision (exit 2).
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision in ("head", "heads", "base") or _RELATIVE.match(revision):
+        return
+    try:
+        found = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except CommandError:
+        found = None
+    if found is None:
+        raise ConfigError(f"unknown revision {revision!r}; `etl db history` lists them")
+
+
+def describe_revision(current: str | None) -> str:
+    """How a database at ``current`` stands against the code: up to date, behind or ahead."""
+    from alembic.script import ScriptDirectory
+
+    head = head_revision()
+    if current == head:
+        return "up to date"
+    known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current is not None and current not in known:
+        return f"ahead of this etl, whose head is {head}: upgrade etl"
+    return f"behind head {head}: run `etl db upgrade`"
+
+
+def revision_history() -> list[str]:
+    """The revisions, newest first, one line each as ``alembic history`` prints them."""
+    from alembic.script import ScriptDirectory
+
+    lines = []
+    for script in ScriptDirectory.from_config(alembic_config()).walk_revisions():
+        head = " (head)" if script.is_head else ""
+        lines.append(f"{script.down_revision or '<base>'} -> {script.revision}{head}, "
+                     f"{script.doc}")  # fmt: skip
+    return lines
