@@ -300,3 +300,65 @@ def test_parse_ratelimit_reset(value: str | None, expected: float | None) -> Non
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+# -- errors name their cause ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fails_with(url: str, caplog: pytest.LogCaptureFixture) -> str:
+    fetcher = make_fetcher([], max_retries=1)
+    with (
+        caplog.at_level(logging.DEBUG, logger="etl.http"),
+        pytest.raises(ApiUnavailableError) as caught,
+    ):
+        fetcher.get_json(url + MODELS_PATH, {"page": 1, "per_page": 200, "api_key": "s3cr3t"})
+    message = str(caught.value)
+    assert message.count("127.0.0.1") + message.count("example.invalid") == 1  # the URL once
+    assert "?page" not in message and "s3cr3t" not in message and "per_page" not in message
+    assert "failed after 2 attempts: " in message
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 2 and all(" ms" in line for line in debug)  # each attempt, timed
+    return message
+
+
+def test_connection_refused_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    message = _fails_with(f"http://127.0.0.1:{_free_port()}", caplog)
+    assert message.endswith(
+        "connection error: connection refused (is anything listening on that port?)"
+    )
+
+
+def test_tls_failure_is_named(server: FakeApi, caplog: pytest.LogCaptureFixture) -> None:
+    message = _fails_with(server.url.replace("http://", "https://"), caplog)
+    assert ": TLS error: " in message
+
+
+def test_a_name_that_does_not_resolve_is_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    def no_such_host(host: str, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)  # no DNS query leaves the machine
+    message = _fails_with("https://api.example.invalid", caplog)
+    assert message.endswith("connection error: the host name did not resolve (DNS)")
+
+
+def test_each_response_is_logged_at_debug(
+    server: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="etl.http"):
+        get_page(make_fetcher([]), server)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert line.startswith(f"GET {server.url}{MODELS_PATH}?") and ": HTTP 200, " in line
+    assert " bytes, " in line and line.endswith(" ms")
