@@ -695,6 +695,52 @@ def report(obj: dict[str, Any], output: str, since: str | None) -> None:
     click.echo(write_report(html, output))
 
 
+@cli.command(
+    epilog=_epilog(
+        (),
+        (
+            "0 success",
+            "2 usage: a bad option, or the database already holds runs",
+            "6 database error",
+        ),
+        "Output: what was loaded, the report's path, and commands to try next.",
+    )
+)
+@click.option(
+    "--database-url",
+    default="sqlite:///demo.db",
+    help="Where to load the demo (never ETL_DATABASE_URL, so a real catalog is safe); it must "
+    "be empty or missing.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="demo-report.html",
+    help="The HTML report to write.",
+)
+def demo(database_url: str, output: str) -> None:
+    """Try etl without a token: load a week of simulated catalog history from a fake
+    DigitalOcean API on 127.0.0.1, through the real sync and backfill, and write its report."""
+    from etl.demo import run_demo
+
+    result = run_demo(database_url, output)
+    url = result.database_url
+    target = "" if url == "sqlite:///demo.db" else f" --database-url {url}"
+    click.echo(
+        f"demo: a week of catalog history in {url}: {plural(result.snapshots, 'day')} "
+        f"backfilled from snapshots, {plural(result.syncs, 'sync')} against a fake API on "
+        f"127.0.0.1; {plural(result.models_now, 'model')} now, "
+        f"{plural(result.changes, 'change')} over the week"
+    )
+    click.echo(f"report: {result.report}")
+    click.echo("next, try:")
+    for command in ("runs", "status --max-age 2h", "changes --since 7d", "models",
+                    f"history {result.example_model}", "changes --kind removed --csv"):  # fmt: skip
+        click.echo(f"  etl --database-url {url} {command}")
+    click.echo(f"  etl demo{target} --help    # and `make sync` for the real catalog")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="etl")

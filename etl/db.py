@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from etl.config import DEFAULT_DATABASE_URL
-from etl.errors import ConfigError, DatabaseError
+from etl.errors import ConfigError, DatabaseError, MissingDatabaseError
 
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}  # fmt: skip
@@ -71,10 +71,13 @@ def create_engine(url: str) -> Engine:
 def create_read_only_engine(url: str) -> Engine:
     """An engine that never writes: SQLite opened ``mode=ro``, its journal mode left alone.
 
-    A reader needs no write access to the file or its folder. A WAL database whose ``-shm``
-    file is gone (the last writer closed cleanly) and whose folder the reader cannot write is
-    opened ``immutable``: it then holds no uncheckpointed writes, so the main file is the whole
-    database. Other dialects connect as usual (readers only run SELECTs).
+    A reader needs no write access to the file or its folder, and leaves no file behind. While
+    a ``-wal`` file exists (a writer is at work, or died), the reader shares its WAL index like
+    any connection. Without one, every write has been checkpointed into the main file, which is
+    then the whole database: it is opened ``immutable``, so SQLite creates no ``-wal`` or
+    ``-shm`` file (which, made by root, would lock the etl user out). The one risk, a sync
+    checkpointing into the file during the read, can fail that read; running it again helps.
+    Other dialects connect as usual (readers only run SELECTs).
 
     Raises:
         DatabaseError: A SQLite file that does not exist ("no such database"; it is never
@@ -90,7 +93,7 @@ def create_read_only_engine(url: str) -> Engine:
         where = Path(path).absolute()
         raise DatabaseError(f"cannot open database {where}: {exc.strerror}") from None
     if not is_file:
-        raise DatabaseError(
+        raise MissingDatabaseError(
             f"no such database: {Path(path).absolute()} ({mask_url(parsed)}); check "
             "--database-url / ETL_DATABASE_URL, or create it with `etl sync` or `etl demo`"
         )
@@ -98,16 +101,10 @@ def create_read_only_engine(url: str) -> Engine:
     timeout = sqlite_busy_timeout()
 
     def connect() -> sqlite3.Connection:
-        connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout,
-                                     check_same_thread=False)  # fmt: skip
-        try:
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "readonly" not in str(exc):
-                raise
-            connection.close()  # WAL without a -shm file we may create: see above
-            connection = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True,
-                                         check_same_thread=False)  # fmt: skip
+        mode = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+        connection = sqlite3.connect(
+            f"{uri}?{mode}", uri=True, timeout=timeout, check_same_thread=False
+        )
         connection.execute("PRAGMA foreign_keys=ON")
         return connection
 
