@@ -88,4 +88,9 @@ def test_demo_loads_the_same_week_on_every_dialect(
     finally:
         engine.dispose()
     assert present == 55
-    assert "Changes per run" in report.read_text()
+    page = report.read_text()
+    assert "Changes per run" in page and 'id="initial-load"' in page
+    # The licence edit of day 3, one change per model using it, is one row of the report.
+    licence = "agreement.name</code>: Apache License 2.0 → Apache License 2.0 (rev. 2)"
+    assert page.count(licence) == 1
+    assert '<tr class="change" data-models="23">' in page
