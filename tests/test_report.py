@@ -349,15 +349,19 @@ return {
 """
 
 
+def _write_page(url: str, path: Path) -> Path:
+    engine = sa.create_engine(url)
+    try:
+        return report.write_report(report.build_report(engine, source=url), path)
+    finally:
+        engine.dispose()
+
+
 def test_report_renders_in_headless_chromium(
     sqlite_history: tuple[str, dict[str, Any]], tmp_path: Path, browser: Browser
 ) -> None:
     url, history = sqlite_history
-    engine = sa.create_engine(url)
-    try:
-        output = report.write_report(report.build_report(engine, source=url), tmp_path / "r.html")
-    finally:
-        engine.dispose()
+    output = _write_page(url, tmp_path / "r.html")
 
     browser.call("POST", "/url", {"url": output.as_uri()})
     charts = browser.run(CHARTS_SCRIPT)
@@ -434,11 +438,7 @@ def test_report_reads_at_a_glance_in_headless_chromium(
     sqlite_history: tuple[str, dict[str, Any]], tmp_path: Path, browser: Browser
 ) -> None:
     url, history = sqlite_history
-    engine = sa.create_engine(url)
-    try:
-        output = report.write_report(report.build_report(engine, source=url), tmp_path / "r.html")
-    finally:
-        engine.dispose()
+    output = _write_page(url, tmp_path / "r.html")
     browser.call("POST", "/window/rect", {"width": 1400, "height": 1000})
     browser.call("POST", "/url", {"url": output.as_uri()})
     seen = browser.run(READING_SCRIPT)
