@@ -14,6 +14,7 @@ browser test can count what was drawn.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -27,7 +28,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import sqlalchemy as sa
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
 from etl import __version__, queries, schema
@@ -764,139 +767,65 @@ footer { padding: 8px 20px 28px; font-size: 12px; }
 
 
 def render(data: ReportData) -> str:
-    """The whole page, as one HTML document."""
-    when = format_instant(data.generated_at)
-    scope = f" · changes since {format_instant(data.since)}" if data.since else ""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        # Self-contained by contract: the browser may load nothing and run nothing.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'; img-src data:\">",
-        '<link rel="icon" href="data:,">',
-        "<title>etl catalog report</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<header><h1>GenAI model catalog</h1>",
-        f'<p class="sub">{escape(data.source)} · generated {escape(when)}{escape(scope)}</p>',
-        "</header><main>",
-    ]
-    if data.empty:
-        parts.append(
-            '<p class="empty" id="empty">This database holds no catalog yet: no sync or backfill '
-            "has succeeded. Run <code>etl sync</code> (or <code>etl backfill</code>), then "
-            "<code>etl report</code> again.</p>"
-        )
-    else:
-        parts += _body(data)
-    parts.append(f"</main><footer>etl {escape(__version__)} · etl report</footer></body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def _body(data: ReportData) -> list[str]:
-    last = data.last_run
-    parts = [
-        '<div class="stats">',
-        _stat(f"{data.models_now:,}", "models in the catalog now"),
-        _stat(f"{data.runs_succeeded:,}", "successful runs"),
-        _stat(_day(last["observed_at"]) if last else "never", "catalog last observed (UTC)"),
-        _stat(f"{data.changes_total:,}", "changes" + (" in range" if data.since else "")),
-        *([_initial_stat(data.initial_load)] if data.initial_load else []),
-        "</div>",
-        '<div class="grid">',
-        _panel(
-            "Catalog size over time",
-            size_chart(data.sizes) if data.sizes else _none("no successful run in range"),
-            "Models present at the end of each UTC day with a successful run "
-            "(view catalog_size_by_day).",
-        ),
-        _panel(
-            "Changes per run",
-            (changes_chart(data.runs) + _legend(KIND_COLOURS.items()))
-            if data.runs
-            else _none("no changes in range"),
-            _limited("runs that changed something", len(data.runs), data.runs_with_changes)
-            + (" after the initial load (shown above, apart)" if data.initial_load else "")
-            + "; each labelled by the UTC day it observed (view catalog_changes).",
-        ),
-        _panel(
-            "Models by provider",
-            count_chart("providers", "Current models by provider", data.providers)
-            if data.providers
-            else _none("no models in the catalog"),
-            "Models present now (view current_models).",
-        ),
-        _panel(
-            "Models by lifecycle status",
-            count_chart("lifecycle", "Current models by lifecycle status", data.lifecycles)
-            if data.lifecycles
-            else _none("no models in the catalog"),
-            "Models present now (view current_models).",
-        ),
-        "</div>",
-        '<div class="panel"><h2>Price changes</h2>',
-    ]
-    if data.prices:
-        parts.append('<div class="prices">')
-        for series in data.prices:
-            legend = _legend(zip(series.steps, itertools.cycle(PALETTE), strict=False))
-            parts.append(
-                f'<div class="panel"><h3><a href="#model-{escape(series.model_uuid)}">'
-                f"{escape(series.model_id)}</a></h3>{price_chart(series)}{legend}</div>"
+    """The whole page, as one HTML document: the template ``etl/templates/report.html``
+    (autoescaped) given the data and the charts drawn from it."""
+    charts: dict[str, Any] = {}
+    if not data.empty:
+        charts = {
+            "size": Markup(size_chart(data.sizes)) if data.sizes else None,
+            "changes": Markup(changes_chart(data.runs)) if data.runs else None,
+            "providers": Markup(
+                count_chart("providers", "Current models by provider", data.providers)
             )
-        parts.append("</div>")
-        parts.append(
-            '<p class="note">'
-            + _limited("models whose price changed", len(data.prices), data.repriced_models)
-            + "; in $ per million tokens, one line per price key, each from the price first "
-            "seen to the latest run (model_change_fields, model_pricing).</p>"
-        )
-    else:
-        parts.append(_none("no price changed in range"))
-    parts.append("</div>")
-    parts += _changes_table(data)
-    parts += _model_sections_html(data.models)
-    return parts
-
-
-def _initial_stat(run: RunChanges) -> str:
-    added = plural(run.counts.get("added", 0), "model")
-    when = run.observed_at.astimezone(UTC)
-    return (
-        '<div class="stat" id="initial-load">'
-        f"<b>{escape(added)}</b><span>initial load, run {run.run_id} on {when:%b} {when.day}, "
-        "not drawn in Changes per run</span></div>"
+            if data.providers
+            else None,
+            "lifecycle": Markup(
+                count_chart("lifecycle", "Current models by lifecycle status", data.lifecycles)
+            )
+            if data.lifecycles
+            else None,
+            "prices": [
+                (
+                    series,
+                    Markup(price_chart(series)),
+                    list(zip(series.steps, itertools.cycle(PALETTE), strict=False)),
+                )
+                for series in data.prices
+            ],
+        }
+    return _template().render(
+        data=data,
+        charts=charts,
+        css=Markup(CSS),
+        version=__version__,
+        kind_colours=KIND_COLOURS,
+        sections={model.uuid for model in data.models},
+        events=sum(len(group["models"]) for group in data.changes),
     )
 
 
-def _stat(value: str, label: str) -> str:
-    return f'<div class="stat"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
-
-
-def _panel(title: str, content: str, note: str) -> str:
-    return (
-        f'<section class="panel"><h2>{escape(title)}</h2>{content}'
-        f'<p class="note">{escape(note)}</p></section>'
+@functools.cache
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("etl", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-
-
-def _none(why: str) -> str:
-    return f'<p class="none">{escape(why.capitalize())}.</p>'
+    environment.filters.update(
+        instant=format_instant,
+        day=_day,
+        date=lambda when: f"{when.astimezone(UTC):%b} {when.astimezone(UTC).day}",
+        thousands=lambda number: f"{number:,}",
+        plural=plural,
+    )
+    environment.globals.update(limited=_limited, field_changes=_field_changes)
+    return environment.get_template("report.html")
 
 
 def _limited(what: str, shown: int, total: int) -> str:
     return f"All {total} {what}" if shown >= total else f"The latest {shown} of {total} {what}"
-
-
-def _legend(items: Iterable[tuple[str, str]]) -> str:
-    return (
-        '<div class="legend">'
-        + "".join(
-            f'<span><i class="swatch" style="background:{escape(colour)}"></i>{escape(name)}</span>'
-            for name, colour in items
-        )
-        + "</div>"
-    )
 
 
 def _value(value: Any) -> str:
@@ -906,104 +835,19 @@ def _value(value: Any) -> str:
     return _clip(text, 60)
 
 
-def _fields(changes: Any) -> str:
+def _field_changes(changes: Any) -> tuple[list[tuple[str, str, str]], int]:
+    """The first few changed paths of a change, each with its old and new value shortened,
+    and how many more there are."""
     if not isinstance(changes, dict) or not changes:
-        return ""
+        return [], 0
     items = sorted(changes.items())
     shown = []
     for path, change in items[:MAX_FIELDS_SHOWN]:
         old, new = (
             (change.get("old"), change.get("new")) if isinstance(change, dict) else (None, None)
         )
-        shown.append(f"<code>{escape(path)}</code>: {escape(_value(old))} → {escape(_value(new))}")
-    more = len(items) - MAX_FIELDS_SHOWN
-    if more > 0:
-        shown.append(f"and {more} more")
-    return "<br>".join(shown)
-
-
-def _changes_table(data: ReportData) -> list[str]:
-    parts = ['<section class="panel" id="changes"><h2>Latest changes</h2>']
-    if not data.changes:
-        return [*parts, _none("no changes in range"), "</section>"]
-    parts.append(
-        "<table><thead><tr><th>observed</th><th>run</th><th>kind</th><th>model</th>"
-        "<th>what changed</th></tr></thead><tbody>"
-    )
-    sections = {model.uuid for model in data.models}
-    for group in data.changes:
-        models = group["models"]
-        kind = escape(group["kind"])
-        parts.append(
-            f'<tr class="change" data-models="{len(models)}">'
-            f'<td class="time">{escape(format_instant(group["observed_at"]))}</td>'
-            f"<td>{group['run_id']}</td>"
-            f'<td><span class="kind kind-{kind}">{kind}</span></td>'
-            f"<td>{_models_cell(models, sections)}</td>"
-            f"<td>{_fields(group['changes'])}</td></tr>"
-        )
-    parts.append("</tbody></table>")
-    events = sum(len(group["models"]) for group in data.changes)
-    parts.append(
-        f'<p class="note">{escape(_limited("changes", events, data.changes_total))}, newest '
-        "first; identical changes in one run share a row (view catalog_changes).</p></section>"
-    )
-    return parts
-
-
-def _model_link(model: dict[str, Any], sections: set[str]) -> str:
-    label = escape(model["id"])
-    if model["uuid"] in sections:
-        label = f'<a href="#model-{escape(model["uuid"])}">{label}</a>'
-    return label
-
-
-def _models_cell(models: Sequence[dict[str, Any]], sections: set[str]) -> str:
-    """One model with its name, or ``N models`` opening onto the list of them."""
-    if len(models) == 1:
-        name = models[0]["name"]
-        return _model_link(models[0], sections) + (
-            f'<br><span class="sub">{escape(name)}</span>' if name else ""
-        )
-    links = ", ".join(_model_link(model, sections) for model in models)
-    return f"<details><summary>{len(models)} models</summary>{links}</details>"
-
-
-def _model_sections_html(sections: Sequence[ModelSection]) -> list[str]:
-    if not sections:
-        return []
-    parts = ['<section class="panel" id="models"><h2>Model histories</h2>']
-    for model in sections:
-        state = (
-            f"removed {format_instant(model.removed_at)}" if model.removed_at else "in the catalog"
-        )
-        facts = " · ".join(
-            escape(v) for v in (model.name, model.provider, model.lifecycle_status, state) if v
-        )
-        parts.append(
-            f'<section class="model" id="model-{escape(model.uuid)}">'
-            f"<h3>{escape(model.model_id)}</h3>"
-            f'<p class="sub">{facts} · <code>{escape(model.uuid)}</code></p>'
-            "<table><thead><tr><th>valid from</th><th>valid to</th><th>run</th><th>kind</th>"
-            "<th>version</th><th>name</th><th>lifecycle</th><th>changed fields</th></tr>"
-            "</thead><tbody>"
-        )
-        for row in model.history:
-            parts.append(
-                "<tr>"
-                + "".join(
-                    f'<td class="time">{escape(format_instant(row[key]) or "current")}</td>'
-                    for key in ("valid_from", "valid_to")
-                )
-                + "".join(
-                    f"<td>{escape(str(row[key]) if row[key] is not None else '')}</td>"
-                    for key in ("opened_by_run", "kind", "version", "name", "lifecycle_status")
-                )
-                + f"<td>{escape(', '.join(row['changed_fields']))}</td></tr>"
-            )
-        parts.append("</tbody></table></section>")
-    parts.append("</section>")
-    return parts
+        shown.append((path, _value(old), _value(new)))
+    return shown, max(0, len(items) - MAX_FIELDS_SHOWN)
 
 
 def build_report(engine: Engine | None, *, source: str, since: datetime | None = None) -> str:
