@@ -726,7 +726,6 @@ def demo(database_url: str, output: str) -> None:
 
     result = run_demo(database_url, output)
     url = result.database_url
-    target = "" if url == "sqlite:///demo.db" else f" --database-url {url}"
     click.echo(
         f"demo: a week of catalog history in {url}: {plural(result.snapshots, 'day')} "
         f"backfilled from snapshots, {plural(result.syncs, 'sync')} against a fake API on "
@@ -738,7 +737,7 @@ def demo(database_url: str, output: str) -> None:
     for command in ("runs", "status --max-age 2h", "changes --since 7d", "models",
                     f"history {result.example_model}", "changes --kind removed --csv"):  # fmt: skip
         click.echo(f"  etl --database-url {url} {command}")
-    click.echo(f"  etl demo{target} --help    # and `make sync` for the real catalog")
+    click.echo("then the real catalog: DIGITALOCEAN_ACCESS_TOKEN=... etl sync (or make sync)")
 
 
 def main() -> None:
