@@ -16,6 +16,12 @@ all: test
 sync: $(VENV)/.installed
 	$(BIN)/etl sync
 
+# Try etl without a token: a week of simulated catalog history, served by a fake API on
+# 127.0.0.1, loaded into ./demo.db (a previous demo.db is replaced), and ./demo-report.html.
+demo: $(VENV)/.installed
+	rm -f demo.db demo.db-wal demo.db-shm demo.db.lock
+	$(BIN)/etl demo
+
 # Lint, format check, type check and the tests (PostgreSQL and MariaDB tests run when
 # ETL_TEST_POSTGRES_URL / ETL_TEST_MYSQL_URL are set; .ci/run sets them).
 test: $(VENV)/.installed-test
@@ -39,4 +45,4 @@ $(VENV)/.installed-test: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,postgres,mysql]'
 	touch $@ $(VENV)/.installed
 
-.PHONY: all sync test clean
+.PHONY: all sync demo test clean

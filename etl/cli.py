@@ -6,12 +6,15 @@ Exit codes: 0 ok, 2 usage, 3 auth, 4 API unreachable, 5 invalid API response, 6 
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import logging
+import math
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -22,6 +25,7 @@ from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
 from etl.errors import ConfigError, DatabaseError, EtlError, Interrupted, InvalidResponseError
 from etl.logs import FORMATS, log_summary, setup_logging
+from etl.output import plural
 from etl.sanitize import visible
 
 if TYPE_CHECKING:
@@ -49,7 +53,45 @@ def _fail(ctx: click.Context, text: str, exit_code: int) -> NoReturn:
 
 
 class EtlGroup(click.Group):
-    """Maps every :class:`EtlError` to one line on stderr and its documented exit code."""
+    """Maps every :class:`EtlError`, and every usage error, to one line on stderr and its
+    documented exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Runs the command; a usage error is one line, ``etl: error: ...``, exit 2."""
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if not standalone_mode:
+                raise
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            click.echo(f"etl: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            if not standalone_mode:
+                raise
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            if not standalone_mode:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            if exc.errno != errno.EPIPE or not standalone_mode:
+                raise
+            # Python's advice for SIGPIPE: point stdout at /dev/null so the exit flush is quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)  # the reader of our output went away (`etl runs | head`)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -102,7 +144,87 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
 
 
-@cli.command()
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite: ``nan`` and ``inf`` are usage errors."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+MAX_LIMIT = 1_000_000
+"""The most rows ``etl runs --limit`` asks for (a larger number overflows some databases)."""
+
+_ENV_DATABASE = (
+    "ETL_DATABASE_URL: the database (same as --database-url before the command).",
+    "ETL_SQLITE_BUSY_TIMEOUT: seconds SQLite waits for another connection's lock (30).",
+)
+_ENV_LOGS = ("ETL_LOG_FORMAT: text or json logs (same as --log-format).",)
+_ENV_TOKEN = (
+    "DIGITALOCEAN_ACCESS_TOKEN: the API token (never printed).",
+    "DIGITALOCEAN_TOKEN: the token when DIGITALOCEAN_ACCESS_TOKEN is unset.",
+)
+_EXIT_READ = ("0 success", "2 usage: a bad option or value", "6 database: missing, unreachable, "
+              "or its schema behind or ahead of this etl")  # fmt: skip
+_EXIT_API = ("3 authentication: no token, or the API refused it",
+             "4 API unreachable, or a rate limit longer than --max-wait",
+             "5 invalid API response", "6 database error", "7 another run holds the lock",
+             "130 / 143 interrupted (SIGINT / SIGTERM): rolled back")  # fmt: skip
+_OUTPUT = (
+    "Output: a table for people (sized to the terminal on a TTY, long cells cut with …, control "
+    "characters escaped); --json one JSON array, --nl one JSON object per line, --csv CSV with "
+    "a header (cells starting with = + - @ tab or CR get a leading ' so spreadsheets do not run "
+    "them), --csv-raw the same CSV unchanged. Timestamps are ISO 8601 UTC."
+)
+
+
+def _epilog(env: Sequence[str], exits: Sequence[str], output: str | None = _OUTPUT) -> str:
+    """The end of a command's ``--help``: its output, the variables it reads, its exit codes."""
+    parts = [output] if output else []
+    parts.append("\b\nEnvironment:\n" + "\n".join(f"  {line}" for line in env))
+    parts.append("\b\nExit codes:\n" + "\n".join(f"  {line}" for line in exits))
+    return "\n\n".join(parts)
+
+
+def output_options(func: F) -> F:
+    """``--json`` / ``--nl`` / ``--csv`` / ``--csv-raw``: how a listing command prints its rows.
+
+    The command receives ``fmt``: one of :data:`etl.output.FORMATS` (``table`` by default).
+    Two formats at once is a usage error.
+    """
+    flags = {"as_json": "json", "as_nl": "nl", "as_csv": "csv", "as_csv_raw": "csv-raw"}
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        chosen = [fmt for name, fmt in flags.items() if kwargs.pop(name)]
+        if len(chosen) > 1:
+            raise click.UsageError(
+                "choose one output format: " + " or ".join(f"--{f}" for f in chosen)
+            )
+        return func(*args, fmt=chosen[0] if chosen else "table", **kwargs)
+
+    options = [
+        ("--csv-raw", "as_csv_raw", "Print CSV with every cell exactly as stored."),
+        ("--csv", "as_csv", "Print CSV with a header; formula-like cells get a leading '."),
+        ("--nl", "as_nl", "Print one JSON object per line."),
+        ("--json", "as_json", "Print one JSON array."),
+    ]
+    for flag, name, text in options:
+        command = click.option(flag, name, is_flag=True, help=text)(command)
+    return command  # type: ignore[return-value]
+
+
+@cli.command(
+    epilog=_epilog(
+        (*_ENV_TOKEN, *_ENV_DATABASE, *_ENV_LOGS),
+        ("0 success", "2 usage: a bad option or value", *_EXIT_API),
+        "Output: one summary line; --json one JSON object.",
+    )
+)
 @click.option(
     "--api-url",
     envvar="DIGITALOCEAN_API_URL",
@@ -133,7 +255,7 @@ def json_option(func: F) -> F:
 @click.option("--max-retries", type=click.IntRange(0, 100), default=5, help="Retries per request.")
 @click.option(
     "--max-wait",
-    type=click.FloatRange(0),
+    type=FiniteFloat(0),
     default=60.0,
     help="Longest rate-limit wait in seconds; a longer one fails the run (exit 4).",
 )
@@ -141,7 +263,7 @@ def json_option(func: F) -> F:
     "--max-response-mb",
     envvar="ETL_MAX_RESPONSE_MB",
     show_envvar=True,
-    type=click.FloatRange(min=0.001),
+    type=FiniteFloat(min=0.001),
     default=50.0,
     help="Refuse a response body larger than this (exit 5).",
 )
@@ -214,10 +336,11 @@ def sync(
         return
     what = "dry run" if dry_run else f"run {result.run_id}"
     click.echo(
-        f"{what} {result.status}: {result.models_seen} models on {result.pages} pages, "
-        f"{result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged, "
-        f"{result.removed} removed, {result.restored} restored, {result.warnings} warnings; "
-        f"{result.requests} requests, {result.retries} retries, {result.duration_s:.2f}s"
+        f"{what} {result.status}: {plural(result.models_seen, 'model')} on "
+        f"{plural(result.pages, 'page')}, {result.inserted} inserted, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {result.removed} removed, {result.restored} restored, "
+        f"{plural(result.warnings, 'warning')}; {plural(result.requests, 'request')}, "
+        f"{plural(result.retries, 'retry', 'retries')}, {result.duration_s:.2f}s"
     )
 
 
@@ -235,7 +358,20 @@ def _seconds(text: str, option: str) -> float:
     return seconds
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        (*_ENV_DATABASE, *_ENV_LOGS),
+        (
+            "0 success",
+            "2 usage: a bad option or value",
+            "5 some files could not be loaded (each is named; the others were loaded)",
+            "6 database error",
+            "7 another run holds the lock",
+            "130 / 143 interrupted (SIGINT / SIGTERM): rolled back",
+        ),
+        "Output: one summary line; --json one JSON object.",
+    )
+)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--as-of",
@@ -268,10 +404,11 @@ def backfill(
     else:
         what = "dry run" if dry_run else "backfill"
         click.echo(
-            f"{what}: {result.loaded} snapshots loaded, {result.skipped} already loaded, "
-            f"{result.partial} partial, {len(result.failed)} failed of {result.files} files; "
-            f"{result.inserted} inserted, {result.updated} updated, {result.removed} removed, "
-            f"{result.restored} restored, {result.warnings} warnings; {result.duration_s:.2f}s"
+            f"{what}: {plural(result.loaded, 'snapshot')} loaded, {result.skipped} already "
+            f"loaded, {result.partial} partial, {len(result.failed)} failed of "
+            f"{plural(result.files, 'file')}; {result.inserted} inserted, {result.updated} "
+            f"updated, {result.removed} removed, {result.restored} restored, "
+            f"{plural(result.warnings, 'warning')}; {result.duration_s:.2f}s"
         )
     if result.failed:
         raise InvalidResponseError(
@@ -327,9 +464,17 @@ def db_group() -> None:
     """Manage the database schema (Alembic migrations)."""
 
 
+_DB_EPILOG = _epilog(
+    _ENV_DATABASE,
+    ("0 success", "2 usage: an unknown revision", "6 database error"),
+    "Output: one line, the revision the database is at.",
+)
+
+
 @contextmanager
 def _migration_errors() -> Iterator[None]:
-    """Alembic's own errors (an unknown revision, on either side) as a one-line exit 6."""
+    """Alembic's own errors (e.g. a database at a revision this etl does not know) as a
+    one-line exit 6."""
     from alembic.util import CommandError
 
     try:
@@ -351,14 +496,15 @@ def _migration_lock(engine: Engine) -> Iterator[RunLock]:
         yield lock
 
 
-@db_group.command("upgrade")
+@db_group.command("upgrade", epilog=_DB_EPILOG)
 @click.argument("revision", default="head")
 @click.pass_obj
 def db_upgrade(obj: dict[str, Any], revision: str) -> None:
-    """Migrate the schema up to REVISION (default: head)."""
+    """Migrate the schema up to REVISION (default: head; +1 for one step)."""
     from etl import db
     from etl.pipeline import derive_if_stale
 
+    db.check_revision_argument(revision)
     with (
         db.errors(obj["database_url"]) as engine,
         _migration_errors(),
@@ -370,108 +516,153 @@ def db_upgrade(obj: dict[str, Any], revision: str) -> None:
         click.echo(f"database at {db.current(engine) or 'base'}")
 
 
-@db_group.command("downgrade")
+@db_group.command("downgrade", epilog=_DB_EPILOG, context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 @click.pass_obj
 def db_downgrade(obj: dict[str, Any], revision: str) -> None:
-    """Migrate the schema down to REVISION (``base`` removes every table)."""
+    """Migrate the schema down to REVISION (-1 for one step; ``base`` removes every table)."""
     from etl import db
 
+    db.check_revision_argument(revision)
     with db.errors(obj["database_url"]) as engine, _migration_errors(), _migration_lock(engine):
         db.downgrade(engine, revision)
         click.echo(f"database at {db.current(engine) or 'base'}")
 
 
-@db_group.command("current")
+@db_group.command("current", epilog=_DB_EPILOG)
 @click.pass_obj
 def db_current(obj: dict[str, Any]) -> None:
-    """Print the schema revision the database is at, and the code's head."""
+    """Print the schema revision the database is at, and how it stands against the code."""
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine:
+    with db.read_only(obj["database_url"]) as engine:
         current = db.current(engine)
-        head = db.head_revision()
-        state = "up to date" if current == head else f"behind head {head}"
-        click.echo(f"{current or 'base'} ({state})")
+    click.echo(f"{current or 'base'} ({db.describe_revision(current)})")
 
 
-def output_options(func: F) -> F:
-    """``--json`` / ``--csv``: how a listing command prints its rows (default: aligned table)."""
-    func = click.option("--csv", "fmt", flag_value="csv", help="Print CSV with a header.")(func)
-    func = click.option("--json", "fmt", flag_value="json", help="Print a JSON array.")(func)
-    return func
+@db_group.command(
+    "history",
+    epilog=_epilog(
+        (), ("0 success",), "Output: one line per revision, newest first, as Alembic prints it."
+    ),
+)
+def db_history() -> None:
+    """List the schema revisions this etl knows, newest first (no database needed)."""
+    from etl import db
+
+    for line in db.revision_history():
+        click.echo(line)
 
 
 @contextmanager
 def read_engine(obj: dict[str, Any]) -> Iterator[Engine | None]:
-    """An engine on a database at head, or None when the database was never initialised."""
+    """A read-only engine on a database at head, or None when it was never initialised.
+
+    Raises:
+        DatabaseError: No such database file, unreachable, or behind or ahead of the code.
+    """
     from etl import db
 
-    with db.errors(obj["database_url"]) as engine:
+    with db.read_only(obj["database_url"]) as engine:
         yield engine if db.check_schema(engine) else None
 
 
-@cli.command()
-@click.option("--limit", type=click.IntRange(1), default=20, help="How many runs.")
-@json_option
+_READ_EPILOG = _epilog(_ENV_DATABASE, _EXIT_READ)
+
+
+@cli.command(epilog=_READ_EPILOG)
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_LIMIT), default=20, help="How many runs (at most 1e6)."
+)
+@output_options
 @click.pass_obj
-def runs(obj: dict[str, Any], limit: int, as_json: bool) -> None:
-    """List the most recent sync and backfill runs, newest first."""
+def runs(obj: dict[str, Any], limit: int, fmt: str) -> None:
+    """List the latest sync and backfill runs, newest first: when each observed the catalog,
+    its mode and source (the backfilled file), how long it took and what it changed."""
     from etl import queries
     from etl.output import write_rows
 
     with read_engine(obj) as engine:
         rows = queries.recent_runs(engine, limit) if engine else []
-    write_rows(rows, queries.RUN_COLUMNS, "json" if as_json else "table")
+    write_rows(rows, queries.RUN_COLUMNS, fmt)
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        _ENV_DATABASE,
+        (
+            "0 healthy (or no --max-age and a sync succeeded)",
+            "1 unhealthy: no successful complete sync, or the last finished longer ago than "
+            "--max-age",
+            *_EXIT_READ[1:],
+        ),
+        "Output: the last successful, complete, unfiltered sync and, when another run came "
+        "after it, the latest run; --json / --nl one JSON object (healthy, age_seconds, "
+        "max_age_seconds, last_sync, last_run); --csv / --csv-raw those two runs as rows.",
+    )
+)
 @click.option(
     "--max-age",
     metavar="DURATION",
-    help="Exit 1 when the last successful run finished longer ago than this (e.g. 2h, 1d).",
+    help="Exit 1 when the last successful, complete, unfiltered sync finished longer ago than "
+    "this (e.g. 2h, 1d). Backfills and filtered or partial syncs do not count.",
 )
-@json_option
+@output_options
 @click.pass_obj
-def status(obj: dict[str, Any], max_age: str | None, as_json: bool) -> None:
-    """Show the last successful run; with --max-age, a health check for monitoring."""
+def status(obj: dict[str, Any], max_age: str | None, fmt: str) -> None:
+    """A health check: when the last successful, complete, unfiltered sync finished."""
     from etl import queries
-    from etl.output import to_json
+    from etl.output import to_json, write_rows
+    from etl.sanitize import visible
     from etl.times import format_instant, parse_duration
 
     limit = parse_duration(max_age) if max_age else None
     with read_engine(obj) as engine:
-        success = queries.last_run(engine, "succeeded") if engine else None
+        last_sync = queries.last_healthy_sync(engine) if engine else None
         latest = queries.last_run(engine) if engine else None
-    now = datetime.now(UTC)
-    age = now - success["finished_at"] if success else None
-    healthy = success is not None and (limit is None or (age is not None and age <= limit))
-    if as_json:
+    age = datetime.now(UTC) - last_sync["finished_at"] if last_sync else None
+    healthy = age is not None and (limit is None or age <= limit)
+    if fmt in ("json", "nl"):
         click.echo(
             to_json(
                 {
                     "healthy": healthy,
                     "age_seconds": round(age.total_seconds()) if age else None,
-                    "last_success": success,
+                    "max_age_seconds": round(limit.total_seconds()) if limit else None,
+                    "last_sync": last_sync,
                     "last_run": latest,
                 }
             )
         )
-    elif success is None:
-        click.echo("no successful run yet")
+    elif fmt != "table":
+        rows = [{"run": "last_sync", **last_sync}] if last_sync else []
+        rows += [{"run": "last_run", **latest}] if latest else []
+        write_rows(rows, ("run", *queries.RUN_COLUMNS), fmt)
     else:
-        click.echo(
-            f"last successful run {success['id']} ({success['mode']}) finished "
-            f"{format_instant(success['finished_at'])}, {_ago(age)} ago: "
-            f"{success['models_seen']} models, {success['inserted']} inserted, "
-            f"{success['updated']} updated, {success['removed']} removed, "
-            f"{success['restored']} restored"
-        )
-        if latest and latest["id"] != success["id"]:
-            click.echo(f"latest run {latest['id']} {latest['status']}: {latest['error'] or ''}")
+        if last_sync is None:
+            click.echo("no successful complete sync yet")
+        else:
+            click.echo(
+                f"last complete sync: run {last_sync['id']} finished "
+                f"{format_instant(last_sync['finished_at'])}, {_ago(age)} ago: "
+                f"{plural(last_sync['models_seen'], 'model')}, {last_sync['inserted']} inserted, "
+                f"{last_sync['updated']} updated, {last_sync['removed']} removed, "
+                f"{last_sync['restored']} restored"
+            )
+        if latest and (last_sync is None or latest["id"] != last_sync["id"]):
+            error = f": {visible(latest['error'])}" if latest["error"] else ""
+            click.echo(
+                f"latest run: run {latest['id']} ({latest['mode']}) {latest['status']}, "
+                f"observed {format_instant(latest['observed_at'])}{error}"
+            )
     if not healthy:
-        why = "no successful run" if success is None else f"last success {_ago(age)} ago"
-        click.echo(f"etl: stale: {why} (--max-age {max_age})" if max_age else "", err=True)
+        if max_age:
+            why = (
+                "no successful complete sync (backfills and filtered or partial syncs do not count)"
+                if age is None
+                else f"the last complete sync finished {_ago(age)} ago"
+            )
+            click.echo(f"etl: stale: {why} (--max-age {visible(max_age)})", err=True)
         raise SystemExit(1)
 
 
@@ -486,28 +677,29 @@ def _ago(age: timedelta | None) -> str:
     return f"{seconds // 86400}d"
 
 
-@cli.command()
+@cli.command(epilog=_epilog(_ENV_DATABASE, (*_EXIT_READ[:1], "2 usage: a bad option, or no "
+                                            "such model", *_EXIT_READ[2:])))  # fmt: skip
 @click.argument("model")
-@json_option
+@output_options
 @click.pass_obj
-def history(obj: dict[str, Any], model: str, as_json: bool) -> None:
-    """Every version of MODEL's content (MODEL is a uuid or a model id), oldest first."""
+def history(obj: dict[str, Any], model: str, fmt: str) -> None:
+    """Every content MODEL has had (a uuid or a model id), oldest first, with the change that
+    opened it and the field paths it changed (as `etl changes` names them)."""
     from etl import queries
     from etl.output import write_rows
 
-    columns = ("valid_from", "valid_to", "opened_by_run", "kind", "version", "name",
-               "lifecycle_status", "changed_fields")  # fmt: skip
+    columns: tuple[str, ...] = ("valid_from", "valid_to", "opened_by_run", "kind", "version",
+                                "name", "lifecycle_status", "fields")  # fmt: skip
     with read_engine(obj) as engine:
         if engine is None:
             raise ConfigError(f"no model has uuid or id {model!r} (the database is empty)")
         rows = queries.model_history(engine, model)
-    if as_json:
-        write_rows(rows, (*columns, "uuid", "closed_by_run", "content_hash", "changes"), "json")
-    else:
-        write_rows(rows, columns)
+    if fmt != "table":
+        columns = ("uuid", *columns, "closed_by_run", "content_hash", "changes")
+    write_rows(rows, columns, fmt)
 
 
-@cli.command()
+@cli.command(epilog=_READ_EPILOG)
 @click.option("--since", metavar="T", help="From this time on (ISO 8601, or an age like 7d).")
 @click.option("--until", metavar="T", help="Before this time.")
 @click.option(
@@ -524,9 +716,10 @@ def changes(
     since: str | None,
     until: str | None,
     kinds: tuple[str, ...],
-    fmt: str | None,
+    fmt: str,
 ) -> None:
-    """List what changed in the catalog, oldest first."""
+    """List what changed in the catalog, oldest first, with the field paths each change
+    touched (``pricing.output_price_per_million``)."""
     from etl import queries
     from etl.output import write_rows
     from etl.times import parse_instant
@@ -536,16 +729,16 @@ def changes(
     with read_engine(obj) as engine:
         rows = queries.list_changes(engine, start, end, kinds) if engine else []
     columns: tuple[str, ...] = ("observed_at", "run_id", "kind", "model_uuid", "model_id")
-    columns += ("model_name", "changes") if fmt == "json" else ("fields",)
-    write_rows(rows, columns, fmt or "table")
+    columns += ("fields",) if fmt == "table" else ("model_name", "fields", "changes")
+    write_rows(rows, columns, fmt)
 
 
-@cli.command("models")
+@cli.command("models", epilog=_READ_EPILOG)
 @click.option("--as-of", metavar="T", help="The catalog as it was at T (default: now).")
 @output_options
 @click.pass_obj
-def models_command(obj: dict[str, Any], as_of: str | None, fmt: str | None) -> None:
-    """List the catalog as it was at a moment."""
+def models_command(obj: dict[str, Any], as_of: str | None, fmt: str) -> None:
+    """List the catalog as it was at a moment: one row per model present then."""
     from etl import queries
     from etl.output import write_rows
     from etl.times import parse_instant
@@ -554,10 +747,16 @@ def models_command(obj: dict[str, Any], as_of: str | None, fmt: str | None) -> N
     with read_engine(obj) as engine:
         rows = queries.models_as_of(engine, when) if engine else []
     columns = ("uuid", "id", "name", "provider", "lifecycle_status", "version", "valid_from")
-    write_rows(rows, columns, fmt or "table")
+    write_rows(rows, columns, fmt)
 
 
-@cli.command()
+@cli.command(
+    epilog=_epilog(
+        _ENV_DATABASE,
+        (*_EXIT_READ[:2], "2 usage: also, the file cannot be written", *_EXIT_READ[2:]),
+        "Output: the HTML file's path on stdout.",
+    )
+)
 @click.option(
     "-o",
     "--output",
@@ -577,6 +776,51 @@ def report(obj: dict[str, Any], output: str, since: str | None) -> None:
     with read_engine(obj) as engine:
         html = build_report(engine, source=db.mask_url(obj["database_url"]), since=start)
     click.echo(write_report(html, output))
+
+
+@cli.command(
+    epilog=_epilog(
+        (),
+        (
+            "0 success",
+            "2 usage: a bad option, or the database already holds runs",
+            "6 database error",
+        ),
+        "Output: what was loaded, the report's path, and commands to try next.",
+    )
+)
+@click.option(
+    "--database-url",
+    default="sqlite:///demo.db",
+    help="Where to load the demo (never ETL_DATABASE_URL, so a real catalog is safe); it must "
+    "be empty or missing.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="demo-report.html",
+    help="The HTML report to write.",
+)
+def demo(database_url: str, output: str) -> None:
+    """Try etl without a token: load a week of simulated catalog history from a fake
+    DigitalOcean API on 127.0.0.1, through the real sync and backfill, and write its report."""
+    from etl.demo import run_demo
+
+    result = run_demo(database_url, output)
+    url = result.database_url
+    click.echo(
+        f"demo: a week of catalog history in {url}: {plural(result.snapshots, 'day')} "
+        f"backfilled from snapshots, {plural(result.syncs, 'sync')} against a fake API on "
+        f"127.0.0.1; {plural(result.models_now, 'model')} now, "
+        f"{plural(result.changes, 'change')} over the week"
+    )
+    click.echo(f"report: {result.report}")
+    click.echo("next, try:")
+    for command in ("runs", "status --max-age 2h", "changes --since 7d", "models",
+                    f"history {result.example_model}", "changes --kind removed --csv"):  # fmt: skip
+        click.echo(f"  etl --database-url {url} {command}")
+    click.echo("then the real catalog: DIGITALOCEAN_ACCESS_TOKEN=... etl sync (or make sync)")
 
 
 def main() -> None:

@@ -114,6 +114,10 @@ def resolve_token(token_file: str | None, environ: Mapping[str, str]) -> str:
             token = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise AuthError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise AuthError(
+                f"--token-file {token_file} is not text (not UTF-8); it must hold the token alone"
+            ) from None
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("token file %s is readable by group or others; chmod 600 it", token_file)
         if token:

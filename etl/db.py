@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from etl.config import DEFAULT_DATABASE_URL
-from etl.errors import ConfigError, DatabaseError
+from etl.errors import ConfigError, DatabaseError, MissingDatabaseError
 
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}  # fmt: skip
@@ -75,6 +78,56 @@ def create_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def create_read_only_engine(url: str) -> Engine:
+    """An engine that never writes: SQLite opened ``mode=ro``, its journal mode left alone.
+
+    A reader needs no write access to the file or its folder, and leaves no file behind. While
+    a ``-wal`` file exists (a writer is at work, or died), the reader shares its WAL index like
+    any connection. Without one, every write has been checkpointed into the main file, which is
+    then the whole database: it is opened ``immutable``, so SQLite creates no ``-wal`` or
+    ``-shm`` file (which, made by root, would lock the etl user out). The one risk, a sync
+    checkpointing into the file during the read, can fail that read; running it again helps.
+    Other dialects connect as usual (readers only run SELECTs).
+
+    Raises:
+        DatabaseError: A SQLite file that does not exist ("no such database"; it is never
+            created), or no driver for the URL.
+    """
+    parsed = parse_url(url)
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return create_engine(url)
+    try:
+        is_file = Path(path).is_file()
+    except OSError as exc:
+        where = Path(path).absolute()
+        raise DatabaseError(f"cannot open database {where}: {exc.strerror}") from None
+    if not is_file:
+        raise MissingDatabaseError(
+            f"no such database: {Path(path).absolute()} ({mask_url(parsed)}); check "
+            "--database-url / ETL_DATABASE_URL, or create it with `etl sync` or `etl demo`"
+        )
+    uri = "file:" + quote(str(Path(path).absolute()))
+    timeout = sqlite_busy_timeout()
+
+    def connect() -> sqlite3.Connection:
+        mode = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+        connection = sqlite3.connect(
+            f"{uri}?{mode}", uri=True, timeout=timeout, check_same_thread=False
+        )
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    return sa.create_engine(parsed, creator=connect)
+
+
+@contextmanager
+def read_only(url: str) -> Iterator[Engine]:
+    """:func:`errors` for a read-only engine (see :func:`create_read_only_engine`)."""
+    with _database_errors(create_read_only_engine(url)) as engine:
+        yield engine
 
 
 def sqlite_busy_timeout() -> float:
@@ -235,14 +288,14 @@ def check_schema(engine: Engine) -> bool:
     known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
     if current is not None and current not in known:
         raise DatabaseError(
-            f"the database schema is at revision {current}, newer than this etl knows "
-            f"(head {head}); upgrade etl"
+            f"the database is ahead of this etl: its schema is at revision {current}, newer "
+            f"than this etl knows (head {head}); upgrade etl (pip install -U etl)"
         )
     if unused:
         return False
     raise DatabaseError(
-        f"the database schema is at revision {current}, this etl needs {head}; "
-        "run `etl db upgrade` first"
+        f"the database is behind this etl: its schema is at revision {current}, this etl "
+        f"needs {head}; run `etl db upgrade` first"
     )
 
 
@@ -272,7 +325,12 @@ def current(engine: Engine) -> str | None:
 @contextmanager
 def errors(url: str) -> Iterator[Engine]:
     """An engine for ``url`` whose SQLAlchemy errors surface as one-line :class:`DatabaseError`."""
-    engine = create_engine(url)
+    with _database_errors(create_engine(url)) as engine:
+        yield engine
+
+
+@contextmanager
+def _database_errors(engine: Engine) -> Iterator[Engine]:
     try:
         yield engine
     except sa.exc.SQLAlchemyError as exc:
@@ -285,3 +343,51 @@ def first_line(exc: BaseException) -> str:
     """The first line of a database error, without SQLAlchemy's statement dump."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_RELATIVE = re.compile(r"^(?:[+-]\d+|.+[+-]\d+)$")
+"""Alembic's relative revisions (``-1``, ``+2``, ``head-1``), resolved against the database."""
+
+
+def check_revision_argument(revision: str) -> None:
+    """Checks a revision a user typed names one this etl knows (relative ones pass through).
+
+    Raises:
+        ConfigError: An unknown revision (exit 2).
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision in ("head", "heads", "base") or _RELATIVE.match(revision):
+        return
+    try:
+        found = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except CommandError:
+        found = None
+    if found is None:
+        raise ConfigError(f"unknown revision {revision!r}; `etl db history` lists them")
+
+
+def describe_revision(current: str | None) -> str:
+    """How a database at ``current`` stands against the code: up to date, behind or ahead."""
+    from alembic.script import ScriptDirectory
+
+    head = head_revision()
+    if current == head:
+        return "up to date"
+    known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current is not None and current not in known:
+        return f"ahead of this etl, whose head is {head}: upgrade etl"
+    return f"behind head {head}: run `etl db upgrade`"
+
+
+def revision_history() -> list[str]:
+    """The revisions, newest first, one line each as ``alembic history`` prints them."""
+    from alembic.script import ScriptDirectory
+
+    lines = []
+    for script in ScriptDirectory.from_config(alembic_config()).walk_revisions():
+        head = " (head)" if script.is_head else ""
+        lines.append(f"{script.down_revision or '<base>'} -> {script.revision}{head}, "
+                     f"{script.doc}")  # fmt: skip
+    return lines

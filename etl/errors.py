@@ -43,6 +43,10 @@ class DatabaseError(EtlError):
     exit_code = 6
 
 
+class MissingDatabaseError(DatabaseError):
+    """A read found no database file where the URL points (it is never created by a read)."""
+
+
 class LockHeldError(EtlError):
     """Another sync holds the database's run lock (exit 7)."""
 

@@ -15,6 +15,8 @@ import logging
 import math
 import re
 import signal
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -279,7 +281,7 @@ class Fetcher:
             stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.deadline),
             wait=self._wait,
             sleep=self.sleep,
-            before_sleep=self._log_retry,
+            before_sleep=lambda state: self._log_retry(state, shown),
             reraise=True,
         )
         # The URL as requests sends it (it encodes a list of pairs the same way): preparing a
@@ -292,8 +294,10 @@ class Fetcher:
         try:
             return retrying(self._attempt, url, params, shown)
         except TransientError as exc:
+            attempts = self.requests - before
             raise ApiUnavailableError(
-                f"GET {shown} failed after {self.requests - before} attempts: {exc.reason}"
+                f"GET {_short(shown)} failed after {attempts} "
+                f"{'attempt' if attempts == 1 else 'attempts'}: {exc.reason}"
             ) from None
 
     def _run_left(self) -> float:
@@ -323,14 +327,15 @@ class Fetcher:
             )
         return wait
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    def _log_retry(self, state: RetryCallState, shown: str) -> None:
         self.retries += 1
         exc = state.outcome.exception() if state.outcome else None
         reason = exc.reason if isinstance(exc, TransientError) else repr(exc)
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning(
-            "retrying after %s: waiting %.1fs (attempt %d of %d)",
+            "retrying after %s from %s: waiting %.1fs (attempt %d of %d)",
             reason,
+            _short(shown),
             wait,
             state.attempt_number + 1,
             self.max_retries + 1,
@@ -345,15 +350,21 @@ class Fetcher:
         self.requests += 1
         budget = min(self.attempt_timeout, run_left)
         deadline = self.monotonic() + budget
+        began = time.monotonic()
         try:
             with _alarm(budget):
                 status, body = self._exchange(url, params, shown, deadline)
         except _DeadlinePassed:
+            log.debug("GET %s: no complete response after %.0f ms", shown, _ms(began))
             if budget >= self.attempt_timeout:
                 raise TransientError(
-                    f"no complete response from {shown} within {self.attempt_timeout:g}s"
+                    f"no complete response within {self.attempt_timeout:g}s"
                 ) from None
             raise self._run_timed_out(shown) from None
+        except TransientError as exc:
+            log.debug("GET %s: %s after %.0f ms", shown, exc.reason, _ms(began))
+            raise
+        log.debug("GET %s: HTTP %d, %d bytes, %.0f ms", shown, status, len(body), _ms(began))
         if status in (401, 403):
             raise AuthError(
                 f"the API refused the token (HTTP {status}: {self._error_message(body)}); "
@@ -412,23 +423,18 @@ class Fetcher:
                         visited.add(url)
                         continue
                     if status in RETRIABLE_STATUSES:
-                        raise TransientError(
-                            f"HTTP {status} from {shown}", self._rate_limit_wait(resp, shown)
-                        )
+                        raise TransientError(f"HTTP {status}", self._rate_limit_wait(resp, shown))
                     return status, self._read(resp, shown, deadline)
         except requests.exceptions.ContentDecodingError as exc:
             raise InvalidResponseError(
                 f"GET {shown}: the body could not be decoded as its Content-Encoding says: "
                 f"{_reason(exc)}"
             ) from None
-        except requests.Timeout as exc:
-            raise TransientError(f"timeout on {shown} ({type(exc).__name__})") from None
         except requests.exceptions.ChunkedEncodingError as exc:
-            raise TransientError(
-                f"connection broken mid-body on {shown} ({_reason(exc)})"
-            ) from None
-        except requests.ConnectionError as exc:
-            raise TransientError(f"connection error on {shown} ({type(exc).__name__})") from None
+            log.debug("GET %s: %s", shown, _reason(exc))
+            raise TransientError("connection broken mid-body") from None
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise TransientError(transport_cause(exc)) from None
         except (
             requests.RequestException,
             urllib3.exceptions.HTTPError,
@@ -509,6 +515,55 @@ class Fetcher:
                 f"{self.max_wait:g}s; retry after {when}"
             )
         return wait
+
+
+def _short(url: str) -> str:
+    """A redacted URL for an error line: without its query, and the page it asked for."""
+    parts = urlsplit(url)
+    page = dict(parse_qsl(parts.query)).get("page")
+    bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return f"{bare} (page {page})" if page else bare
+
+
+def _ms(began: float) -> float:
+    return (time.monotonic() - began) * 1000
+
+
+def transport_cause(exc: BaseException) -> str:
+    """Why a request got no response, in words: the host name did not resolve, the connection
+    was refused or reset, TLS failed, or a timeout. (The caller names the URL, once.)"""
+    chain = _causes(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "timeout: no connection within the connect timeout"
+    if isinstance(exc, requests.Timeout):
+        return "timeout: no response within the read timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        detail = next((str(c) for c in chain if isinstance(c, ssl.SSLError)), "handshake failed")
+        return f"TLS error: {truncate(detail, 120)}"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection broken mid-body"
+    names = {type(c).__name__ for c in chain}
+    if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in chain):
+        return "connection error: the host name did not resolve (DNS)"
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return "connection error: connection refused (is anything listening on that port?)"
+    if any(isinstance(c, ConnectionResetError) for c in chain):
+        return "connection error: connection reset by the server"
+    return f"connection error ({type(chain[-1]).__name__})"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, through requests' and urllib3's wrappers."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        item = todo.pop()
+        if any(item is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(item)
+        linked = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+        todo += [link for link in linked if isinstance(link, BaseException)]
+    return seen
 
 
 def _error_message(body: bytes, unsecret: Callable[[str], str]) -> str:

@@ -242,7 +242,7 @@ def _fetch(
                 attempt + 1,
             )
             continue
-        if not listing.models:
+        if not listing.models and not settings.filtered:
             raise InvalidResponseError(
                 "the API listed no models at all; nothing is recorded (an empty catalog is "
                 "refused, see the README)"

@@ -16,17 +16,19 @@ from etl import schema
 from etl.errors import ConfigError
 
 RUN_COLUMNS = (
-    "id", "status", "mode", "started_at", "finished_at", "complete", "pages", "models_seen",
-    "inserted", "updated", "unchanged", "removed", "restored", "warnings", "error",
+    "id", "observed_at", "mode", "status", "complete", "duration_s", "models_seen", "inserted",
+    "updated", "unchanged", "removed", "restored", "warnings", "source", "started_at",
+    "finished_at", "error",
 )  # fmt: skip
+"""What ``etl runs`` shows of a run: when it observed the catalog first, then how it went."""
 
 
 def recent_runs(engine: Engine, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` runs, newest first."""
+    """The newest ``limit`` runs, newest first, each with its ``duration_s``."""
     runs = schema.sync_runs
     query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
     with engine.connect() as conn:
-        return _dicts(conn.execute(query))
+        return [_with_duration(row) for row in _dicts(conn.execute(query))]
 
 
 def last_run(engine: Engine, status: str | None = None) -> dict[str, Any] | None:
@@ -35,9 +37,42 @@ def last_run(engine: Engine, status: str | None = None) -> dict[str, Any] | None
     query = sa.select(runs).order_by(runs.c.id.desc()).limit(1)
     if status is not None:
         query = query.where(runs.c.status == status)
+    return _first_run(engine, query)
+
+
+def last_healthy_sync(engine: Engine) -> dict[str, Any] | None:
+    """The sync that last proved the catalog current: succeeded, complete and unfiltered, the
+    latest to finish. Backfills (old snapshots), filtered and partial listings never count."""
+    runs = schema.sync_runs
+    query = (
+        sa.select(runs)
+        .where(
+            runs.c.status == "succeeded",
+            runs.c.mode == "sync",
+            runs.c.complete.is_(True),
+            runs.c.finished_at.is_not(None),
+        )
+        .order_by(runs.c.finished_at.desc(), runs.c.id.desc())
+    )
+    with engine.connect() as conn:
+        # Filters are JSON, stored as SQL NULL or JSON null depending on the dialect: judged
+        # here, on the few newest rows (filtered syncs are rare).
+        for row in conn.execution_options(yield_per=20).execute(query):
+            if not row.filters:
+                return _with_duration(dict(row._mapping))
+    return None
+
+
+def _first_run(engine: Engine, query: sa.Select[Any]) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(query).first()
-    return dict(row._mapping) if row else None
+    return _with_duration(dict(row._mapping)) if row else None
+
+
+def _with_duration(run: dict[str, Any]) -> dict[str, Any]:
+    started, finished = run["started_at"], run["finished_at"]
+    run["duration_s"] = round((finished - started).total_seconds(), 3) if finished else None
+    return run
 
 
 def resolve_model(engine: Engine, model: str) -> str:
@@ -97,6 +132,7 @@ def model_history(engine: Engine, model: str) -> list[dict[str, Any]]:
         row["uuid"] = uuid
         row["version"] = _version(row)
         row["changed_fields"] = sorted(row["changes"] or {})
+        row["fields"] = ",".join(row["changed_fields"])
     return rows
 
 

@@ -13,6 +13,7 @@ browser test can count what was drawn.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -25,17 +26,24 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import sqlalchemy as sa
+from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
 from etl import __version__, files, queries, schema
 from etl.errors import ConfigError
+from etl.output import plural
 from etl.times import format_instant
 
 MAX_RUNS = 60
 """Runs shown in the changes-per-run chart (the latest that changed something)."""
 MAX_CHANGES = 100
-"""Rows of the latest-changes table."""
+"""Rows of the latest-changes table (a row is one change, or identical changes grouped)."""
+MAX_CHANGES_READ = 5000
+"""Change events read to build those rows."""
+MAX_SECTIONS = 100
+"""Models given a history section (those the page names first)."""
 MAX_PRICE_CHARTS = 24
 """Models whose price chart is drawn (the most recently repriced)."""
 MAX_FIELDS_SHOWN = 4
@@ -131,6 +139,7 @@ class ReportData:
     models_now: int = 0
     sizes: list[tuple[date, int, int, int, int]] = field(default_factory=list)
     runs: list[RunChanges] = field(default_factory=list)
+    initial_load: RunChanges | None = None
     runs_with_changes: int = 0
     providers: list[tuple[str, int]] = field(default_factory=list)
     lifecycles: list[tuple[str, int]] = field(default_factory=list)
@@ -182,13 +191,21 @@ def collect(
         ).scalar_one()
         data.sizes = _sizes(conn, since)
         data.runs, data.runs_with_changes = _changes_per_run(conn, since)
-        data.providers = _count_current(conn, _current_models.c.provider)
+        if data.runs and data.runs[0].run_id == _first_run(conn):
+            # The first load adds the whole catalog: drawn with the rest, it would flatten
+            # every later run to nothing. It is shown apart.
+            data.initial_load = data.runs.pop(0)
+            data.runs_with_changes -= 1
+        data.providers = [
+            (provider_name(p), n) for p, n in _count_current(conn, _current_models.c.provider)
+        ]
         data.lifecycles = _count_current(conn, _current_models.c.lifecycle_status)
         data.prices, data.repriced_models = _prices(conn, since)
         data.changes, data.changes_total = _latest_changes(conn, since)
     data.last_run = queries.last_run(engine, "succeeded")
-    named = [c["model_uuid"] for c in data.changes] + [p.model_uuid for p in data.prices]
-    data.models = _model_sections(engine, list(dict.fromkeys(named)))
+    named = [m["uuid"] for c in data.changes for m in c["models"]]
+    named = [p.model_uuid for p in data.prices] + named
+    data.models = _model_sections(engine, list(dict.fromkeys(named))[:MAX_SECTIONS])
     return data
 
 
@@ -233,6 +250,34 @@ def _changes_per_run(conn: sa.Connection, since: datetime | None) -> tuple[list[
         run.observed_at = min(run.observed_at, observed_at)
     ordered = sorted(runs.values(), key=lambda r: (r.observed_at, r.run_id))
     return ordered[-MAX_RUNS:], len(ordered)
+
+
+def _first_run(conn: sa.Connection) -> int | None:
+    runs = schema.sync_runs
+    query = (
+        sa.select(runs.c.id)
+        .where(runs.c.status == "succeeded")
+        .order_by(runs.c.observed_at, runs.c.id)
+        .limit(1)
+    )
+    return conn.execute(query).scalar()
+
+
+PROVIDER_NAMES = {
+    "DIGITALOCEAN": "DigitalOcean", "OPENAI": "OpenAI", "ANTHROPIC": "Anthropic",
+    "META": "Meta", "MISTRAL": "Mistral", "DEEPSEEK": "DeepSeek", "GOOGLE": "Google",
+    "COHERE": "Cohere", "XAI": "xAI", "NVIDIA": "NVIDIA", "QWEN": "Qwen", "ALIBABA": "Alibaba",
+    "HUGGINGFACE": "Hugging Face", "MICROSOFT": "Microsoft", "AMAZON": "Amazon",
+}  # fmt: skip
+"""How providers spell their own names; others are title-cased."""
+
+
+def provider_name(value: str) -> str:
+    """A provider as people write it: ``MODEL_PROVIDER_DIGITALOCEAN`` -> ``DigitalOcean``."""
+    name = value.removeprefix("MODEL_PROVIDER_")
+    if not name or name in ("UNKNOWN", "unknown"):
+        return "unknown"
+    return PROVIDER_NAMES.get(name.upper()) or name.replace("_", " ").title()
 
 
 def _count_current(conn: sa.Connection, column: Any) -> list[tuple[str, int]]:
@@ -314,6 +359,8 @@ def _prices(conn: sa.Connection, since: datetime | None) -> tuple[list[PriceSeri
 def _latest_changes(
     conn: sa.Connection, since: datetime | None
 ) -> tuple[list[dict[str, Any]], int]:
+    """The latest changes, newest first, identical changes in one run grouped into one row:
+    ``{observed_at, run_id, kind, changes, models: [{uuid, id, name}]}``."""
     view = _catalog_changes.c
     where = _since(view.observed_at, since)
     total = conn.execute(sa.select(sa.func.count()).select_from(_catalog_changes).where(where))
@@ -321,13 +368,25 @@ def _latest_changes(
         sa.select(_catalog_changes)
         .where(where)
         .order_by(view.observed_at.desc(), view.change_id.desc())
-        .limit(MAX_CHANGES)
+        .limit(MAX_CHANGES_READ)
     )
-    rows = [dict(row._mapping) for row in conn.execute(query)]
-    for row in rows:
-        if isinstance(row["changes"], str):  # a driver that hands JSON back as text
-            row["changes"] = json.loads(row["changes"])
-    return rows, total.scalar_one()
+    groups: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for row in conn.execute(query):
+        changes = json.loads(row.changes) if isinstance(row.changes, str) else row.changes
+        key = (row.run_id, row.kind, json.dumps(changes, sort_keys=True))
+        if key not in groups:
+            if len(groups) == MAX_CHANGES:
+                break
+            groups[key] = {"observed_at": row.observed_at, "run_id": row.run_id,
+                           "kind": row.kind, "changes": changes, "models": []}  # fmt: skip
+        groups[key]["models"].append(
+            {
+                "uuid": row.model_uuid,
+                "id": row.model_id or row.model_uuid,
+                "name": row.model_name or "",
+            }
+        )
+    return list(groups.values()), total.scalar_one()
 
 
 def _model_sections(engine: Engine, uuids: Sequence[str]) -> list[ModelSection]:
@@ -353,7 +412,7 @@ def _model_sections(engine: Engine, uuids: Sequence[str]) -> list[ModelSection]:
             uuid=uuid,
             model_id=row.id or uuid,
             name=row.name or "",
-            provider=row.provider or "",
+            provider=provider_name(row.provider or ""),
             lifecycle_status=row.lifecycle_status or "",
             removed_at=row.removed_at,
             history=queries.model_history(engine, uuid),
@@ -366,8 +425,11 @@ def _model_sections(engine: Engine, uuids: Sequence[str]) -> list[ModelSection]:
 
 # -- drawing ------------------------------------------------------------------------------------
 
-WIDTH = 640
-"""Every chart's viewBox width; the page scales it to its column."""
+WIDTH = 540
+"""A chart's viewBox width: about the width it is drawn at in a 1400 px window, so its text
+is drawn at the size the stylesheet gives it (12 px ticks), not shrunk."""
+PRICE_WIDTH = 520
+"""The same for a price chart, two to a row."""
 
 
 @dataclass(frozen=True)
@@ -375,14 +437,15 @@ class _Frame:
     """A chart's plot area inside its viewBox."""
 
     height: int
-    left: int = 52
+    width: int = WIDTH
+    left: int = 60
     right: int = 16
-    top: int = 14
+    top: int = 22
     bottom: int = 34
 
     @property
     def plot_width(self) -> int:
-        return WIDTH - self.left - self.right
+        return self.width - self.left - self.right
 
     @property
     def plot_height(self) -> int:
@@ -405,35 +468,60 @@ def _label(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _dollars(value: float) -> str:
+    """A price per million tokens: ``$0.75``, ``$12``, ``$0.0004``."""
+    if value == int(value) and abs(value) < 1e15:
+        return f"${int(value):,}"
+    return f"${value:.2f}" if abs(value) >= 0.1 else f"${value:.2g}"
+
+
 def nice_ticks(top: float, count: int = 4) -> list[float]:
     """Round tick values from 0 to at least ``top`` (about ``count`` intervals)."""
-    if not top > 0:
-        top = 1.0
-    raw = top / count
+    return nice_range(0, top, count)
+
+
+def nice_range(low: float, high: float, count: int = 4) -> list[float]:
+    """Round tick values covering ``[low, high]`` in about ``count`` intervals, starting at the
+    round value at or below ``low``: an axis scaled to the data, not to zero."""
+    if not high > low:
+        high = low + (abs(low) * 0.1 or 1.0)
+    raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]
+    first = math.floor(low / step + 1e-9) * step
+    n = math.ceil((high - first) / step - 1e-9)
+    return [round(first + i * step, 12) for i in range(n + 1)]
 
 
-def _svg(chart: str, height: int, label: str, body: Iterable[str], **data: str) -> str:
+def _svg(
+    chart: str, frame: _Frame, label: str, body: Iterable[str], unit: str = "", **data: str
+) -> str:
     attributes = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in data.items())
+    title = f'<text class="unit" x="4" y="12">{escape(unit)}</text>' if unit else ""
     return (
         f'<svg class="chart" data-chart="{escape(chart)}"{attributes} '
-        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{escape(label)}" '
-        f'xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>"
+        f'viewBox="0 0 {frame.width} {frame.height}" role="img" aria-label="{escape(label)}" '
+        f'xmlns="http://www.w3.org/2000/svg">' + title + "".join(body) + "</svg>"
     )
 
 
-def _y_axis(frame: _Frame, ticks: Sequence[float]) -> Iterable[str]:
-    top = ticks[-1] or 1
+def _y_axis(
+    frame: _Frame, ticks: Sequence[float], show: Callable[[float], str] = _label
+) -> Iterable[str]:
+    low, high = ticks[0], ticks[-1]
     for tick in ticks:
-        y = frame.base - tick / top * frame.plot_height
+        y = frame.base - (tick - low) / ((high - low) or 1) * frame.plot_height
         yield (
-            f'<line class="grid" x1="{frame.left}" x2="{WIDTH - frame.right}" '
+            f'<line class="grid" x1="{frame.left}" x2="{frame.width - frame.right}" '
             f'y1="{_num(y)}" y2="{_num(y)}"/>'
-            f'<text class="tick" x="{frame.left - 6}" y="{_num(y + 4)}" text-anchor="end">'
-            f"{escape(_label(tick))}</text>"
+            f'<text class="tick y" x="{frame.left - 6}" y="{_num(y + 4)}" text-anchor="end">'
+            f"{escape(show(tick))}</text>"
         )
+
+
+def _scale(frame: _Frame, ticks: Sequence[float]) -> Callable[[float], float]:
+    low, high = ticks[0], ticks[-1]
+    return lambda value: frame.base - (value - low) / ((high - low) or 1) * frame.plot_height
 
 
 def _x_labels(frame: _Frame, labels: Sequence[tuple[float, str]], room: int = 80) -> Iterable[str]:
@@ -447,18 +535,20 @@ def _x_labels(frame: _Frame, labels: Sequence[tuple[float, str]], room: int = 80
             chosen.pop()
         chosen.append(labels[-1])
     for x, text in chosen:
-        half = len(text) * 3.2  # about half the width of 11px text
-        anchor = "end" if x + half > WIDTH - 2 else "start" if x - half < 2 else "middle"
+        half = len(text) * 3.5  # about half the width of 12px text
+        anchor = "end" if x + half > frame.width - 2 else "start" if x - half < 2 else "middle"
         yield (
-            f'<text class="tick" x="{_num(x)}" y="{frame.base + 18}" text-anchor="{anchor}">'
+            f'<text class="tick x" x="{_num(x)}" y="{frame.base + 18}" text-anchor="{anchor}">'
             f"{escape(text)}</text>"
         )
 
 
 def size_chart(sizes: Sequence[tuple[date, int, int, int, int]]) -> str:
-    """Models in the catalog at the end of each day: a line with a point per day."""
+    """Models in the catalog at the end of each day: a line with a point per day, on an axis
+    scaled to the counts (so 300 -> 308 is a visible rise, not a flat line)."""
     frame = _Frame(height=240)
-    ticks = nice_ticks(max(s[1] for s in sizes))
+    counts = [s[1] for s in sizes]
+    ticks = nice_range(min(counts), max(counts))
     first, last = sizes[0][0], sizes[-1][0]
     span = (last - first).days
 
@@ -467,9 +557,7 @@ def size_chart(sizes: Sequence[tuple[date, int, int, int, int]]) -> str:
             return frame.left + frame.plot_width / 2
         return frame.left + (day - first).days / span * frame.plot_width
 
-    def y(value: float) -> float:
-        return frame.base - value / ticks[-1] * frame.plot_height
-
+    y = _scale(frame, ticks)
     body = list(_y_axis(frame, ticks))
     points = [(x(day), y(models)) for day, models, *_ in sizes]
     path = " ".join(
@@ -482,22 +570,32 @@ def size_chart(sizes: Sequence[tuple[date, int, int, int, int]]) -> str:
             f'<circle class="point" cx="{_num(px)}" cy="{_num(py)}" r="4" '
             f'data-value="{models}" data-day="{day}"><title>{escape(tip)}</title></circle>'
         )
-    days = [(px, size[0].isoformat()) for (px, _), size in zip(points, sizes, strict=True)]
-    body += _x_labels(frame, days)
-    return _svg("size", frame.height, "Models in the catalog per day", body)
+    days = [
+        (px, f"{size[0]:%b} {size[0].day}") for (px, _), size in zip(points, sizes, strict=True)
+    ]
+    body += _x_labels(frame, days, room=56)
+    return _svg("size", frame, "Models in the catalog per day", body, unit="models")
+
+
+def run_label(when: datetime, same_day: bool) -> str:
+    """How a run is named on an axis: its UTC date, with the time when a day had several."""
+    when = when.astimezone(UTC)
+    return f"{when:%b} {when.day} {when:%H:%M}" if same_day else f"{when:%b} {when.day}"
 
 
 def changes_chart(runs: Sequence[RunChanges]) -> str:
-    """Changes per run, stacked by kind."""
+    """Changes per run, stacked by kind, each run labelled by the date it observed."""
     frame = _Frame(height=260)
     ticks = nice_ticks(max(sum(r.counts.values()) for r in runs))
     slot = frame.plot_width / len(runs)
     bar = min(40.0, slot * 0.7)
     body = list(_y_axis(frame, ticks))
+    days = Counter(run.observed_at.astimezone(UTC).date() for run in runs)
     labels = []
     for i, run in enumerate(runs):
         centre = frame.left + slot * (i + 0.5)
-        labels.append((centre, f"#{run.run_id}"))
+        shared = days[run.observed_at.astimezone(UTC).date()] > 1
+        labels.append((centre, run_label(run.observed_at, shared)))
         bottom = float(frame.base)
         for kind in KINDS:
             count = run.counts.get(kind, 0)
@@ -512,14 +610,15 @@ def changes_chart(runs: Sequence[RunChanges]) -> str:
                 f'data-run="{run.run_id}" data-kind="{kind}" data-value="{count}">'
                 f"<title>{escape(tip)}</title></rect>"
             )
-    body += _x_labels(frame, labels, room=44)
-    return _svg("changes", frame.height, "Changes per run, by kind", body)
+    longest = max(len(text) for _, text in labels)
+    body += _x_labels(frame, labels, room=max(44, longest * 7 + 8))
+    return _svg("changes", frame, "Changes per run, by kind", body, unit="changes")
 
 
 def count_chart(chart: str, label: str, counts: Sequence[tuple[str, int]]) -> str:
     """Horizontal bars: how many current models have each value."""
     row = 26
-    frame = _Frame(height=len(counts) * row + 20, left=230, right=56, top=10, bottom=10)
+    frame = _Frame(height=len(counts) * row + 20, left=200, right=56, top=10, bottom=10)
     top = max(n for _, n in counts)
     body = []
     for i, (value, n) in enumerate(counts):
@@ -527,56 +626,63 @@ def count_chart(chart: str, label: str, counts: Sequence[tuple[str, int]]) -> st
         width = max(1.0, n / top * frame.plot_width)
         body.append(
             f'<text class="label" x="{frame.left - 8}" y="{y + 16}" text-anchor="end">'
-            f"{escape(_clip(value, 32))}<title>{escape(value)}</title></text>"
+            f"{escape(_clip(value, 28))}<title>{escape(value)}</title></text>"
             f'<rect class="bar" x="{frame.left}" y="{y + 3}" width="{_num(width)}" height="18" '
             f'data-value="{n}"><title>{escape(f"{value}: {n} models")}</title></rect>'
             f'<text class="count" x="{_num(frame.left + width + 6)}" y="{y + 16}">{n}</text>'
         )
-    return _svg(chart, frame.height, label, body)
+    return _svg(chart, frame, label, body)
 
 
 def price_chart(series: PriceSeries) -> str:
-    """One model's changed prices as steps over time, a line per price key."""
-    frame = _Frame(height=200)
+    """One model's prices as steps over time, a line per price key, in $ per million tokens:
+    each line starts at the price first seen and holds every price until the next change,
+    the last one to the chart's edge."""
+    frame = _Frame(height=210, width=PRICE_WIDTH, left=64)
     times = [p.when for points in series.steps.values() for p in points]
     values = [p.price for points in series.steps.values() for p in points if p.price is not None]
-    ticks = nice_ticks(max(values, default=1.0) * 1.1)
+    ticks = nice_range(min(values, default=0.0) * 0.9, max(values, default=1.0) * 1.05)
     start, end = min(times), max(times)
-    span = (end - start).total_seconds()
+    span = (end - start).total_seconds() or 3600.0
+    edge = span / 12  # room after the last point, so a price that just changed is a step
 
     def x(when: datetime) -> float:
-        if span <= 0:
-            return frame.left + frame.plot_width / 2
-        return frame.left + (when - start).total_seconds() / span * frame.plot_width
+        seconds = (when - start).total_seconds()
+        return frame.left + seconds / (span + edge) * frame.plot_width
 
-    def y(value: float) -> float:
-        return frame.base - value / ticks[-1] * frame.plot_height
-
-    body = list(_y_axis(frame, ticks))
+    y = _scale(frame, ticks)
+    right = frame.left + frame.plot_width
+    body = list(_y_axis(frame, ticks, _dollars))
     for colour, (key, points) in zip(itertools.cycle(PALETTE), series.steps.items(), strict=False):
         body.append(
-            f'<path class="line" d="{_step_path(points, x, y)}" stroke="{colour}" '
+            f'<path class="line" d="{_step_path(points, x, y, right)}" stroke="{colour}" '
             f'data-key="{escape(key)}" data-points="{len(points)}"/>'
         )
         for point in points:
             if not point.changed or point.price is None:
                 continue
-            tip = f"{key}: {_label(point.price)} from {format_instant(point.when)}"
+            tip = f"{key}: {_dollars(point.price)} per million tokens from {_day(point.when)}"
             body.append(
                 f'<circle class="point" cx="{_num(x(point.when))}" cy="{_num(y(point.price))}" '
                 f'r="3.5" fill="{colour}" data-key="{escape(key)}" data-value="{point.price:g}">'
                 f"<title>{escape(tip)}</title></circle>"
             )
-    body += _x_labels(frame, [(x(start), _day(start)), (x(end), _day(end))], room=120)
+    ends = [(x(start), f"{start:%b} {start.day}"), (x(end), f"{end:%b} {end.day}")]
+    body += _x_labels(frame, ends if ends[0][1] != ends[1][1] else ends[:1], room=80)
     return _svg(
-        "price", frame.height, f"Prices of {series.model_id}", body, model=series.model_uuid
-    )
+        "price", frame, f"Prices of {series.model_id}", body, unit="$ per million tokens",
+        model=series.model_uuid,
+    )  # fmt: skip
 
 
 def _step_path(
-    points: Sequence[PricePoint], x: Callable[[datetime], float], y: Callable[[float], float]
+    points: Sequence[PricePoint],
+    x: Callable[[datetime], float],
+    y: Callable[[float], float],
+    right: float,
 ) -> str:
-    """A step line: each price holds until the next point; no line while there is no price."""
+    """A step line: each price holds until the next point, the last to ``right``; no line
+    while there is no price."""
     path: list[str] = []
     drawing = False
     for point, following in zip(points, [*points[1:], None], strict=True):
@@ -587,9 +693,8 @@ def _step_path(
             path.append(f"V{_num(y(point.price))}")
         else:
             path.append(f"M{_num(x(point.when))},{_num(y(point.price))}")
-        drawing = following is not None
-        if following is not None:
-            path.append(f"H{_num(x(following.when))}")
+        drawing = True
+        path.append(f"H{_num(x(following.when) if following is not None else right)}")
     return " ".join(path)
 
 
@@ -629,8 +734,9 @@ h3 { font-size: 15px; margin: 0 0 6px; }
   padding: 28px; font-size: 16px; text-align: center; }
 svg.chart { display: block; width: 100%; height: auto; }
 svg .grid { stroke: var(--line); stroke-width: 1; }
-svg .tick, svg .label, svg .count { fill: var(--muted); font-size: 11px; }
-svg .label { fill: var(--ink); font-size: 12px; }
+svg .tick, svg .label, svg .count, svg .unit { fill: var(--muted); font-size: 12px; }
+svg .label { fill: var(--ink); font-size: 13px; }
+svg .unit { font-weight: 600; }
 svg .line { fill: none; stroke-width: 2.5; stroke-linejoin: round; }
 svg .line:not([stroke]) { stroke: var(--accent); }
 svg .point { stroke: #fff; stroke-width: 1.5; }
@@ -638,7 +744,7 @@ svg .point:not([fill]), svg rect.bar:not([fill]) { fill: var(--accent); }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; margin-top: 6px; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
   margin-right: 5px; vertical-align: -1px; }
-.prices { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 14px; }
+.prices { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 14px; }
 .prices .panel { margin: 0; }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line);
@@ -659,127 +765,65 @@ footer { padding: 8px 20px 28px; font-size: 12px; }
 
 
 def render(data: ReportData) -> str:
-    """The whole page, as one HTML document."""
-    when = format_instant(data.generated_at)
-    scope = f" · changes since {format_instant(data.since)}" if data.since else ""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        # Self-contained by contract: the browser may load nothing and run nothing.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'; img-src data:\">",
-        '<link rel="icon" href="data:,">',
-        "<title>etl catalog report</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<header><h1>GenAI model catalog</h1>",
-        f'<p class="sub">{escape(data.source)} · generated {escape(when)}{escape(scope)}</p>',
-        "</header><main>",
-    ]
-    if data.empty:
-        parts.append(
-            '<p class="empty" id="empty">This database holds no catalog yet: no sync or backfill '
-            "has succeeded. Run <code>etl sync</code> (or <code>etl backfill</code>), then "
-            "<code>etl report</code> again.</p>"
-        )
-    else:
-        parts += _body(data)
-    parts.append(f"</main><footer>etl {escape(__version__)} · etl report</footer></body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def _body(data: ReportData) -> list[str]:
-    last = data.last_run
-    parts = [
-        '<div class="stats">',
-        _stat(f"{data.models_now:,}", "models in the catalog now"),
-        _stat(f"{data.runs_succeeded:,}", "successful runs"),
-        _stat(_day(last["observed_at"]) if last else "never", "catalog last observed (UTC)"),
-        _stat(f"{data.changes_total:,}", "changes" + (" in range" if data.since else "")),
-        "</div>",
-        '<div class="grid">',
-        _panel(
-            "Catalog size over time",
-            size_chart(data.sizes) if data.sizes else _none("no successful run in range"),
-            "Models present at the end of each UTC day with a successful run "
-            "(view catalog_size_by_day).",
-        ),
-        _panel(
-            "Changes per run",
-            (changes_chart(data.runs) + _legend(KIND_COLOURS.items()))
-            if data.runs
-            else _none("no changes in range"),
-            _limited("runs that changed something", len(data.runs), data.runs_with_changes)
-            + " (view catalog_changes).",
-        ),
-        _panel(
-            "Models by provider",
-            count_chart("providers", "Current models by provider", data.providers)
-            if data.providers
-            else _none("no models in the catalog"),
-            "Models present now (view current_models).",
-        ),
-        _panel(
-            "Models by lifecycle status",
-            count_chart("lifecycle", "Current models by lifecycle status", data.lifecycles)
-            if data.lifecycles
-            else _none("no models in the catalog"),
-            "Models present now (view current_models).",
-        ),
-        "</div>",
-        '<div class="panel"><h2>Price changes</h2>',
-    ]
-    if data.prices:
-        parts.append('<div class="prices">')
-        for series in data.prices:
-            legend = _legend(zip(series.steps, itertools.cycle(PALETTE), strict=False))
-            parts.append(
-                f'<div class="panel"><h3><a href="#model-{escape(series.model_uuid)}">'
-                f"{escape(series.model_id)}</a></h3>{price_chart(series)}{legend}</div>"
+    """The whole page, as one HTML document: the template ``etl/templates/report.html``
+    (autoescaped) given the data and the charts drawn from it."""
+    charts: dict[str, Any] = {}
+    if not data.empty:
+        charts = {
+            "size": Markup(size_chart(data.sizes)) if data.sizes else None,
+            "changes": Markup(changes_chart(data.runs)) if data.runs else None,
+            "providers": Markup(
+                count_chart("providers", "Current models by provider", data.providers)
             )
-        parts.append("</div>")
-        parts.append(
-            '<p class="note">'
-            + _limited("models whose price changed", len(data.prices), data.repriced_models)
-            + "; each line is one price key, per million tokens unless its name says otherwise "
-            "(model_change_fields, model_pricing).</p>"
-        )
-    else:
-        parts.append(_none("no price changed in range"))
-    parts.append("</div>")
-    parts += _changes_table(data)
-    parts += _model_sections_html(data.models)
-    return parts
-
-
-def _stat(value: str, label: str) -> str:
-    return f'<div class="stat"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
-
-
-def _panel(title: str, content: str, note: str) -> str:
-    return (
-        f'<section class="panel"><h2>{escape(title)}</h2>{content}'
-        f'<p class="note">{escape(note)}</p></section>'
+            if data.providers
+            else None,
+            "lifecycle": Markup(
+                count_chart("lifecycle", "Current models by lifecycle status", data.lifecycles)
+            )
+            if data.lifecycles
+            else None,
+            "prices": [
+                (
+                    series,
+                    Markup(price_chart(series)),
+                    list(zip(series.steps, itertools.cycle(PALETTE), strict=False)),
+                )
+                for series in data.prices
+            ],
+        }
+    return _template().render(
+        data=data,
+        charts=charts,
+        css=Markup(CSS),
+        version=__version__,
+        kind_colours=KIND_COLOURS,
+        sections={model.uuid for model in data.models},
+        events=sum(len(group["models"]) for group in data.changes),
     )
 
 
-def _none(why: str) -> str:
-    return f'<p class="none">{escape(why.capitalize())}.</p>'
+@functools.cache
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("etl", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        instant=format_instant,
+        day=_day,
+        date=lambda when: f"{when.astimezone(UTC):%b} {when.astimezone(UTC).day}",
+        thousands=lambda number: f"{number:,}",
+        plural=plural,
+    )
+    environment.globals.update(limited=_limited, field_changes=_field_changes)
+    return environment.get_template("report.html")
 
 
 def _limited(what: str, shown: int, total: int) -> str:
     return f"All {total} {what}" if shown >= total else f"The latest {shown} of {total} {what}"
-
-
-def _legend(items: Iterable[tuple[str, str]]) -> str:
-    return (
-        '<div class="legend">'
-        + "".join(
-            f'<span><i class="swatch" style="background:{escape(colour)}"></i>{escape(name)}</span>'
-            for name, colour in items
-        )
-        + "</div>"
-    )
 
 
 def _value(value: Any) -> str:
@@ -789,86 +833,19 @@ def _value(value: Any) -> str:
     return _clip(text, 60)
 
 
-def _fields(changes: Any) -> str:
+def _field_changes(changes: Any) -> tuple[list[tuple[str, str, str]], int]:
+    """The first few changed paths of a change, each with its old and new value shortened,
+    and how many more there are."""
     if not isinstance(changes, dict) or not changes:
-        return ""
+        return [], 0
     items = sorted(changes.items())
     shown = []
     for path, change in items[:MAX_FIELDS_SHOWN]:
         old, new = (
             (change.get("old"), change.get("new")) if isinstance(change, dict) else (None, None)
         )
-        shown.append(f"<code>{escape(path)}</code>: {escape(_value(old))} → {escape(_value(new))}")
-    more = len(items) - MAX_FIELDS_SHOWN
-    if more > 0:
-        shown.append(f"and {more} more")
-    return "<br>".join(shown)
-
-
-def _changes_table(data: ReportData) -> list[str]:
-    parts = ['<section class="panel" id="changes"><h2>Latest changes</h2>']
-    if not data.changes:
-        return [*parts, _none("no changes in range"), "</section>"]
-    parts.append(
-        "<table><thead><tr><th>observed</th><th>run</th><th>kind</th><th>model</th>"
-        "<th>what changed</th></tr></thead><tbody>"
-    )
-    for row in data.changes:
-        uuid = row["model_uuid"]
-        label = row["model_id"] or uuid
-        name = (
-            f'<br><span class="sub">{escape(row["model_name"])}</span>' if row["model_name"] else ""
-        )
-        parts.append(
-            f'<tr><td class="time">{escape(format_instant(row["observed_at"]))}</td>'
-            f"<td>{row['run_id']}</td>"
-            f'<td><span class="kind kind-{escape(row["kind"])}">{escape(row["kind"])}</span></td>'
-            f'<td><a href="#model-{escape(uuid)}">{escape(label)}</a>{name}</td>'
-            f"<td>{_fields(row['changes'])}</td></tr>"
-        )
-    parts.append("</tbody></table>")
-    parts.append(
-        f'<p class="note">{escape(_limited("changes", len(data.changes), data.changes_total))}, '
-        "newest first (view catalog_changes).</p></section>"
-    )
-    return parts
-
-
-def _model_sections_html(sections: Sequence[ModelSection]) -> list[str]:
-    if not sections:
-        return []
-    parts = ['<section class="panel" id="models"><h2>Model histories</h2>']
-    for model in sections:
-        state = (
-            f"removed {format_instant(model.removed_at)}" if model.removed_at else "in the catalog"
-        )
-        facts = " · ".join(
-            escape(v) for v in (model.name, model.provider, model.lifecycle_status, state) if v
-        )
-        parts.append(
-            f'<section class="model" id="model-{escape(model.uuid)}">'
-            f"<h3>{escape(model.model_id)}</h3>"
-            f'<p class="sub">{facts} · <code>{escape(model.uuid)}</code></p>'
-            "<table><thead><tr><th>valid from</th><th>valid to</th><th>run</th><th>kind</th>"
-            "<th>version</th><th>name</th><th>lifecycle</th><th>changed fields</th></tr>"
-            "</thead><tbody>"
-        )
-        for row in model.history:
-            parts.append(
-                "<tr>"
-                + "".join(
-                    f'<td class="time">{escape(format_instant(row[key]) or "current")}</td>'
-                    for key in ("valid_from", "valid_to")
-                )
-                + "".join(
-                    f"<td>{escape(str(row[key]) if row[key] is not None else '')}</td>"
-                    for key in ("opened_by_run", "kind", "version", "name", "lifecycle_status")
-                )
-                + f"<td>{escape(', '.join(row['changed_fields']))}</td></tr>"
-            )
-        parts.append("</tbody></table></section>")
-    parts.append("</section>")
-    return parts
+        shown.append((path, _value(old), _value(new)))
+    return shown, max(0, len(items) - MAX_FIELDS_SHOWN)
 
 
 def build_report(engine: Engine | None, *, source: str, since: datetime | None = None) -> str:

@@ -20,7 +20,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ConfigError(f"not a duration: {text!r} (use e.g. 30m, 2h, 1d, 2w)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    except OverflowError:
+        raise ConfigError(f"duration out of range: {text!r} (at most 999,999,999 days)") from None
 
 
 def parse_instant(text: str, now: datetime | None = None) -> datetime:
@@ -33,7 +36,10 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
     """
     now = now or datetime.now(UTC)
     if _DURATION.match(text):
-        return now - parse_duration(text)
+        try:
+            return now - parse_duration(text)
+        except OverflowError:
+            raise ConfigError(f"time out of range: {text!r} is before the year 1") from None
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
@@ -48,7 +54,10 @@ def parse_instant(text: str, now: datetime | None = None) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00
+        raise ConfigError(f"time out of range: {text!r}") from None
 
 
 def format_instant(value: datetime | None) -> str:

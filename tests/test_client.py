@@ -145,7 +145,7 @@ def test_a_page_that_keeps_failing_stops_the_listing_without_skipping_it(
         for page in listing(server, per_page=5):
             pages_seen.append(page.number)
     assert caught.value.exit_code == 4
-    assert "page=2" in str(caught.value) and "failed after 3 attempts" in str(caught.value)
+    assert "(page 2) failed after 3 attempts" in str(caught.value)
     assert pages_seen == [1]
     assert [r.page for r in server.requests] == [1, 2, 2, 2]
 

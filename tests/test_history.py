@@ -198,11 +198,11 @@ def test_cli_read_commands(timeline: dict[str, Any], run_etl: Any, db_url: str) 
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows] == [base[0]["name"], "Renamed model", "Back again"]
     assert [r["kind"] for r in rows] == ["added", "changed", "restored"]
-    assert rows[1]["changed_fields"] == ["name"]
+    assert rows[1]["fields"] == "name"
 
     result = run_etl("--database-url", db_url, "changes", "--kind", "removed", "--csv")
     lines = result.stdout.splitlines()
-    assert lines[0] == "observed_at,run_id,kind,model_uuid,model_id,fields"
+    assert lines[0] == "observed_at,run_id,kind,model_uuid,model_id,model_name,fields,changes"
     assert len(lines) == 4 and all(",removed," in line for line in lines[1:])
 
     second = timeline["times"][1].isoformat()
@@ -219,8 +219,9 @@ def test_cli_read_commands(timeline: dict[str, Any], run_etl: Any, db_url: str) 
 
 
 def test_status_max_age(run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engine) -> None:
+    assert run_etl("--database-url", db_url, "db", "upgrade").exit_code == 0
     result = run_etl("--database-url", db_url, "status", "--max-age", "2h")
-    assert result.exit_code == 1 and "no successful run" in result.stderr
+    assert result.exit_code == 1 and "no successful complete sync" in result.stderr
     assert run_etl("--database-url", db_url, "sync", "--api-url", api.url).exit_code == 0
     result = run_etl("--database-url", db_url, "status", "--max-age", "2h", "--json")
     assert result.exit_code == 0
@@ -235,7 +236,7 @@ def test_status_max_age(run_etl: Any, db_url: str, api: FakeApi, engine: sa.Engi
             )
         )
     result = run_etl("--database-url", db_url, "status", "--max-age", "2h")
-    assert result.exit_code == 1 and "last success 3h ago" in result.stderr
+    assert result.exit_code == 1 and "last complete sync finished 3h ago" in result.stderr
     assert run_etl("--database-url", db_url, "status", "--max-age", "4h").exit_code == 0
     assert run_etl("--database-url", db_url, "status", "--max-age", "soon").exit_code == 2
 

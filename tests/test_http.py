@@ -128,7 +128,10 @@ def test_attempts_are_bounded_by_max_retries_and_counted_per_request(server: Fak
 def test_no_retries_means_one_attempt(server: FakeApi) -> None:
     server.faults.append(Fault(action="reset", times=5))
     waits: list[float] = []
-    with pytest.raises(ApiUnavailableError, match="failed after 1 attempts: connection error"):
+    with pytest.raises(
+        ApiUnavailableError,
+        match="failed after 1 attempt: connection error: connection reset by the server",
+    ):
         get_page(make_fetcher(waits, max_retries=0), server)
     assert len(server.requests) == 1 and waits == []
 
@@ -239,7 +242,7 @@ def test_failure_message_redacts_the_url(server: FakeApi) -> None:
         make_fetcher([], max_retries=1).get_json(url, [("page", 1), ("api_key", "s3cr3t")])
     message = str(caught.value)
     assert "hunter2" not in message and "s3cr3t" not in message
-    assert "api_key=***" in message and "page=1" in message
+    assert "api_key" not in message and "(page 1)" in message  # the URL without its query
 
 
 # -- header parsing ----------------------------------------------------------------------------
@@ -377,3 +380,65 @@ def test_no_request_starts_after_the_run_deadline(server: FakeApi) -> None:
     with pytest.raises(ApiUnavailableError, match=r"longer than --run-timeout 60s \(during GET"):
         get_page(fetcher, server, page=2)
     assert len(server.requests) == 1
+
+
+# -- errors name their cause ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fails_with(url: str, caplog: pytest.LogCaptureFixture) -> str:
+    fetcher = make_fetcher([], max_retries=1)
+    with (
+        caplog.at_level(logging.DEBUG, logger="etl.http"),
+        pytest.raises(ApiUnavailableError) as caught,
+    ):
+        fetcher.get_json(url + MODELS_PATH, {"page": 1, "per_page": 200, "api_key": "s3cr3t"})
+    message = str(caught.value)
+    assert message.count("127.0.0.1") + message.count("example.invalid") == 1  # the URL once
+    assert "?page" not in message and "s3cr3t" not in message and "per_page" not in message
+    assert "failed after 2 attempts: " in message
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 2 and all(" ms" in line for line in debug)  # each attempt, timed
+    return message
+
+
+def test_connection_refused_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    message = _fails_with(f"http://127.0.0.1:{_free_port()}", caplog)
+    assert message.endswith(
+        "connection error: connection refused (is anything listening on that port?)"
+    )
+
+
+def test_tls_failure_is_named(server: FakeApi, caplog: pytest.LogCaptureFixture) -> None:
+    message = _fails_with(server.url.replace("http://", "https://"), caplog)
+    assert ": TLS error: " in message
+
+
+def test_a_name_that_does_not_resolve_is_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    def no_such_host(host: str, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)  # no DNS query leaves the machine
+    message = _fails_with("https://api.example.invalid", caplog)
+    assert message.endswith("connection error: the host name did not resolve (DNS)")
+
+
+def test_each_response_is_logged_at_debug(
+    server: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="etl.http"):
+        get_page(make_fetcher([]), server)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert line.startswith(f"GET {server.url}{MODELS_PATH}?") and ": HTTP 200, " in line
+    assert " bytes, " in line and line.endswith(" ms")

@@ -70,7 +70,7 @@ def test_json_logs_parse_line_by_line(api: FakeApi, tmp_path: Path) -> None:
         assert abs((_utc(record["ts"]) - datetime.now(UTC)).total_seconds()) < 120
     retry = next(r for r in records if "retrying after" in r["message"])
     assert retry["level"] == "WARNING" and retry["logger"] == "etl.http"
-    assert "HTTP 429" in retry["message"] and "page=2" in retry["message"]
+    assert "HTTP 429" in retry["message"] and "(page 2)" in retry["message"]
 
     summary = records[-1]
     assert summary["event"] == "sync_finished" and summary["level"] == "INFO"

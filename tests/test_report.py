@@ -16,6 +16,7 @@ import base64
 import copy
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -125,12 +126,16 @@ def test_report_reads_the_views_on_every_dialect(
     assert len(data.sizes) == 5 and data.sizes[-1][1] == len(final)
 
     per_run = {run.run_id: run.counts for run in data.runs}
-    assert per_run[1] == {"added": 10}
+    assert data.initial_load is not None and data.initial_load.run_id == 1  # shown apart
+    assert data.initial_load.counts == {"added": 10} and 1 not in per_run
     assert per_run[2] == {"added": 1, "changed": 2, "removed": 1}
     assert 6 not in per_run  # the last sync changed nothing
-    assert data.runs_with_changes == 5
+    assert data.runs_with_changes == 4
 
-    assert dict(data.providers) == Counter(m.get("provider", "unknown") for m in final)
+    assert dict(data.providers) == Counter(
+        report.provider_name(m.get("provider", "")) for m in final
+    )
+    assert "MODEL_PROVIDER_" not in str(data.providers)
     assert dict(data.lifecycles) == Counter(m.get("lifecycle_status", "unknown") for m in final)
 
     prices = {p.model_uuid: p for p in data.prices}
@@ -144,13 +149,15 @@ def test_report_reads_the_views_on_every_dialect(
     assert [p.price for p in three] == [base[3]["pricing"]["output_price_per_million"], 2.5,
                                         3.75, 3.75]  # fmt: skip
 
-    assert data.changes_total == len(data.changes) == 24
+    assert data.changes_total == sum(len(group["models"]) for group in data.changes) == 24
     assert data.changes[0]["run_id"] == 5  # newest first
+    [first_load] = [group for group in data.changes if group["run_id"] == 1]
+    assert len(first_load["models"]) == 10  # ten identical "added": one row
     renamed = next(c for c in data.changes if c["kind"] == "changed" and c["run_id"] == 5
                    and "name" in c["changes"])  # fmt: skip
     assert renamed["changes"]["name"]["new"] == "Renamed <b>twice</b> & escaped"
     sections = {s.uuid: s for s in data.models}
-    assert {c["model_uuid"] for c in data.changes} <= set(sections)
+    assert {m["uuid"] for c in data.changes for m in c["models"]} <= set(sections)
     zero = sections[base[0]["uuid"]]
     assert [(h["kind"], h["name"]) for h in zero.history] == [
         ("added", base[0]["name"]),
@@ -160,7 +167,7 @@ def test_report_reads_the_views_on_every_dialect(
     since = history["days"][-1]  # --since: the fourth day on
     data = report.collect(engine, source="test", since=since)
     assert data.sizes[0][0] == since.date()
-    assert {run.run_id for run in data.runs} == {4, 5}
+    assert {run.run_id for run in data.runs} == {4, 5} and data.initial_load is None
     assert all(c["observed_at"] >= since for c in data.changes)
     assert {p.model_uuid for p in data.prices} == {history["base"][5]["uuid"]}
     assert data.models_now == len(history["catalogs"][-1])  # the current catalog stays whole
@@ -209,6 +216,16 @@ def test_nice_ticks() -> None:
     assert report.nice_ticks(13) == [0, 5, 10, 15]
     assert report.nice_ticks(0) == [0, 0.25, 0.5, 0.75, 1]
     assert report.nice_ticks(0.0031)[-1] >= 0.0031
+    assert report.nice_range(300, 308) == [300, 302, 304, 306, 308]  # scaled to the data
+    assert report.nice_range(0.81, 1.47) == [0.8, 1, 1.2, 1.4, 1.6]
+    assert report.nice_range(42, 42)[0] <= 42 <= report.nice_range(42, 42)[-1]
+
+
+def test_provider_names_are_humanised() -> None:
+    assert report.provider_name("MODEL_PROVIDER_DIGITALOCEAN") == "DigitalOcean"
+    assert report.provider_name("MODEL_PROVIDER_OPENAI") == "OpenAI"
+    assert report.provider_name("MODEL_PROVIDER_SOME_NEW_LAB") == "Some New Lab"
+    assert report.provider_name("") == "unknown"
 
 
 # -- the page in a real browser ----------------------------------------------------------------
@@ -332,15 +349,19 @@ return {
 """
 
 
+def _write_page(url: str, path: Path) -> Path:
+    engine = sa.create_engine(url)
+    try:
+        return report.write_report(report.build_report(engine, source=url), path)
+    finally:
+        engine.dispose()
+
+
 def test_report_renders_in_headless_chromium(
     sqlite_history: tuple[str, dict[str, Any]], tmp_path: Path, browser: Browser
 ) -> None:
     url, history = sqlite_history
-    engine = sa.create_engine(url)
-    try:
-        output = report.write_report(report.build_report(engine, source=url), tmp_path / "r.html")
-    finally:
-        engine.dispose()
+    output = _write_page(url, tmp_path / "r.html")
 
     browser.call("POST", "/url", {"url": output.as_uri()})
     charts = browser.run(CHARTS_SCRIPT)
@@ -387,3 +408,61 @@ def test_empty_report_renders_in_headless_chromium(tmp_path: Path, browser: Brow
     assert page["empty"] and page["fetched"] == []
     assert browser.run(CHARTS_SCRIPT) == []
     assert [e for e in browser.console() if e.get("level") == "SEVERE"] == []
+
+
+# What a reader sees at 1400 px: text sizes as drawn (the font size times the SVG's scale),
+# the axes' tick labels, and the grouped rows.
+READING_SCRIPT = """
+const drawn = t => parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a;
+const charts = Array.from(document.querySelectorAll('svg.chart')).map(svg => ({
+  chart: svg.dataset.chart,
+  smallest: Math.min(...Array.from(svg.querySelectorAll('text')).map(drawn)),
+  unit: (svg.querySelector('text.unit') || {}).textContent || null,
+  y: Array.from(svg.querySelectorAll('text.tick.y')).map(t => t.textContent),
+  x: Array.from(svg.querySelectorAll('text.tick.x')).map(t => t.textContent),
+  labels: Array.from(svg.querySelectorAll('text.label')).map(t => t.textContent),
+  runs: Array.from(new Set(Array.from(svg.querySelectorAll('rect[data-run]'))
+                                .map(r => r.dataset.run))),
+}));
+const rows = Array.from(document.querySelectorAll('#changes tr.change'));
+return {
+  charts: charts,
+  initial: (document.getElementById('initial-load') || {}).textContent || null,
+  groups: rows.map(r => [r.dataset.models, r.querySelector('summary')
+                                             ? r.querySelector('summary').textContent : null]),
+};
+"""
+
+
+def test_report_reads_at_a_glance_in_headless_chromium(
+    sqlite_history: tuple[str, dict[str, Any]], tmp_path: Path, browser: Browser
+) -> None:
+    url, history = sqlite_history
+    output = _write_page(url, tmp_path / "r.html")
+    browser.call("POST", "/window/rect", {"width": 1400, "height": 1000})
+    browser.call("POST", "/url", {"url": output.as_uri()})
+    seen = browser.run(READING_SCRIPT)
+    charts = {c["chart"]: c for c in seen["charts"]}
+
+    for chart in seen["charts"]:  # every label readable, the price charts' included
+        assert chart["smallest"] >= 11, chart
+    sizes = [len(c) for c in history["catalogs"]]
+    size = charts["size"]
+    assert size["unit"] == "models"
+    assert 0 < float(size["y"][0]) <= min(sizes) and float(size["y"][-1]) >= max(sizes)
+    assert all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", label) for label in size["x"]), size
+
+    changes = charts["changes"]
+    assert changes["unit"] == "changes"
+    assert "1" not in changes["runs"]  # the initial load is shown apart...
+    assert seen["initial"].startswith("10 modelsinitial load, run 1 on ")  # ...here
+    assert changes["x"] and all(
+        re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}( \d\d:\d\d)?", label) for label in changes["x"]
+    ), changes["x"]
+
+    prices = [c for c in seen["charts"] if c["chart"] == "price"]
+    assert prices and all(c["unit"] == "$ per million tokens" for c in prices)
+    assert all(label.startswith("$") for c in prices for label in c["y"])
+
+    assert not any(label.startswith("MODEL_PROVIDER_") for label in charts["providers"]["labels"])
+    assert ["10", "10 models"] in seen["groups"]  # the ten additions of run 1, one row
