@@ -9,9 +9,13 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from etl.errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    from etl.notify import Targets
 
 log = logging.getLogger("etl")
 
@@ -61,6 +65,7 @@ class Settings:
         with_usecases: Also list the catalog once per usecase and record memberships.
         list_attempts: Listings tried when the catalog moves while we page.
         max_response_bytes: Largest response body accepted.
+        notify: Where to send change alerts (None: nowhere; always None on a dry run).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -79,6 +84,7 @@ class Settings:
     with_usecases: bool = False
     list_attempts: int = 3
     max_response_bytes: int = 50 * 1024 * 1024
+    notify: Targets | None = field(default=None, repr=False)
 
     @property
     def filtered(self) -> bool:

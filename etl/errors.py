@@ -49,6 +49,12 @@ class LockHeldError(EtlError):
     exit_code = 7
 
 
+class NotifyError(EtlError):
+    """An alert target refused or could not be reached (``etl notify test|retry``; exit 8)."""
+
+    exit_code = 8
+
+
 class Interrupted(BaseException):
     """SIGTERM arrived: the run rolls back and exits 143. (A BaseException, like
     KeyboardInterrupt, so no ``except Exception`` swallows it.)"""

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import db
+from etl import db, notify
 from etl.archive import (
     ArchiveWriter,
     BadSnapshot,
@@ -185,6 +185,7 @@ def run_sync(
                 if run_id is not None:
                     _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
                 raise
+            notify.deliver_pending(engine, settings.notify)
         return SyncResult(
             run_id=run_id,
             status="succeeded",
@@ -325,6 +326,7 @@ def _load(
                 snapshot_hash=snapshot_digest(pairs),
                 **asdict(writer.counts),
             )
+            notify.enqueue_run(conn, run_id, settings.notify)
     return writer.counts
 
 
@@ -414,6 +416,7 @@ def run_backfill(
     as_of: datetime | None = None,
     dry_run: bool = False,
     progress: Callable[[Iterable[Snapshot]], Iterable[Snapshot]] = lambda items: items,
+    alerts: notify.Targets | None = None,
 ) -> BackfillResult:
     """Loads archived snapshots as runs of mode ``backfill``, in time order.
 
@@ -428,6 +431,7 @@ def run_backfill(
         as_of: Observation time for files that carry none of their own.
         dry_run: Load everything in one transaction and roll it back.
         progress: Wraps the snapshot iteration (a progress bar on a terminal).
+        alerts: Where to send each loaded snapshot's changes (``--notify-backfill``).
 
     Returns:
         What was loaded; ``failed`` names each unreadable file and why.
@@ -450,9 +454,11 @@ def run_backfill(
                 reader = SnapshotReader()
                 writer: CatalogWriter | None = None
                 for snapshot in progress(snapshots):
-                    writer = _backfill_one(conn, snapshot, result, dry_run, reader, writer)
+                    writer = _backfill_one(conn, snapshot, result, dry_run, reader, writer, alerts)
                 if outer is not None:
                     outer.rollback()
+            if not dry_run:
+                notify.deliver_pending(engine, alerts)
     finally:
         engine.dispose()
     result.duration_s = round(time.monotonic() - started, 3)
@@ -466,6 +472,7 @@ def _backfill_one(
     dry_run: bool,
     reader: SnapshotReader,
     writer: CatalogWriter | None,
+    alerts: notify.Targets | None,
 ) -> CatalogWriter | None:
     """Loads one snapshot in its own transaction.
 
@@ -482,7 +489,7 @@ def _backfill_one(
         log.error("%s: %s; nothing loaded from it", snapshot.path, exc)
         result.failed.append(f"{snapshot.path}: {exc}")
         return writer
-    return _load_snapshot(conn, snapshot, content, result, dry_run, writer)
+    return _load_snapshot(conn, snapshot, content, result, dry_run, writer, alerts)
 
 
 def _load_snapshot(
@@ -492,6 +499,7 @@ def _load_snapshot(
     result: BackfillResult,
     dry_run: bool,
     writer: CatalogWriter | None,
+    alerts: notify.Targets | None,
 ) -> CatalogWriter | None:
     warnings = _Warnings()
     when = snapshot.observed_at
@@ -546,6 +554,7 @@ def _load_snapshot(
             snapshot_hash=digest,
             **asdict(writer.counts),
         )
+        notify.enqueue_run(conn, run_id, None if dry_run else alerts)
         for name in ("inserted", "updated", "removed", "restored", "warnings"):
             setattr(result, name, getattr(result, name) + getattr(writer.counts, name))
         result.loaded += 1

@@ -424,9 +424,7 @@ notify_outbox = sa.Table(
     "notify_outbox",
     metadata,
     sa.Column("message_id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "target_hash", HASH, sa.ForeignKey("notify_targets.target_hash"), nullable=False
-    ),
+    sa.Column("target_hash", HASH, sa.ForeignKey("notify_targets.target_hash"), nullable=False),
     sa.Column("run_id", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
