@@ -22,6 +22,7 @@ import fnmatch
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,7 @@ BACKOFF_MAX = 3600.0
 """Seconds before a failing target is tried again: 1 minute, doubling, at most an hour."""
 JSON_SCHEMES = frozenset({"json", "jsons"})
 """Apprise's generic JSON webhooks: their messages also carry the structured events."""
+_ABRIDGED = re.compile(r"\S\.\.\.\S")
 _SYMBOLS = {"added": "+", "removed": "-", "restored": "^", "changed": "~"}
 
 
@@ -185,17 +187,19 @@ def load_targets(
         with _apprise_log() as reasons:
             service = apprise.Apprise.instantiate(url.strip())
         if service is None:
-            why = mask(truncate("; ".join(reasons)), url_secrets(url)) or "unknown scheme"
             raise ConfigError(
-                f"--notify target #{number} ({redact_target(url)}) is not an Apprise URL "
-                f"etl can send to: {why}"
+                f"--notify target #{number} ({redact_target(url)}) is not an Apprise URL etl "
+                "can send to: an unknown scheme or a malformed URL (`apprise --details` lists "
+                "the schemes)"
             )
         _add(found, service, filters)
     if config_file:
         config = apprise.AppriseConfig()
+        loaded = apprise.Apprise()
         with _apprise_log():
             config.add(str(Path(config_file).absolute()))
-            services = config.servers()
+            loaded.add(config)
+            services = list(loaded)
         if not services:
             raise ConfigError(
                 f"--notify-config {config_file}: no target could be read from it (check it "
@@ -249,6 +253,7 @@ def compose(events: Sequence[Mapping[str, Any]], run_id: int) -> Message:
 
 def _lines(kind: str, events: Sequence[Mapping[str, Any]]) -> list[str]:
     symbol = _SYMBOLS[kind]
+    events = sorted(events, key=_model)
     if kind != "changed":
         return [f"{symbol} {_model(event)}" for event in events]
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -563,7 +568,9 @@ def _send(target: Target, title: str, body: str, payload: Mapping[str, Any]) -> 
             accepted = False
     if accepted:
         return None
-    return mask(truncate("; ".join(reasons) or "not accepted", 300), url_secrets(target.url))
+    # Apprise shows a private value as its first and last characters around "...": masked too.
+    why = _ABRIDGED.sub("***", "; ".join(reasons) or "not accepted")
+    return mask(truncate(why, 300), url_secrets(target.url))
 
 
 def send_test(url: str) -> str:
