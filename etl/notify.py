@@ -184,8 +184,7 @@ def load_targets(
     apprise = _apprise()
     found: dict[str, Target] = {}
     for number, url in enumerate(urls, 1):
-        with _apprise_log() as reasons:
-            service = apprise.Apprise.instantiate(url.strip())
+        service = apprise.Apprise.instantiate(url.strip())
         if service is None:
             raise ConfigError(
                 f"--notify target #{number} ({redact_target(url)}) is not an Apprise URL etl "
@@ -196,10 +195,9 @@ def load_targets(
     if config_file:
         config = apprise.AppriseConfig()
         loaded = apprise.Apprise()
-        with _apprise_log():
-            config.add(str(Path(config_file).absolute()))
-            loaded.add(config)
-            services = list(loaded)
+        config.add(str(Path(config_file).absolute()))
+        loaded.add(config)
+        services = list(loaded)
         if not services:
             raise ConfigError(
                 f"--notify-config {config_file}: no target could be read from it (check it "
