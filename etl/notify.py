@@ -10,10 +10,10 @@ message but before it was marked sends it again: receivers dedupe on the idempot
 
 Target URLs hold secrets (webhook tokens, SMTP passwords) and come from the command line, the
 environment or a config file at every run. A target is stored only as the HMAC-SHA256 of
-Apprise's canonical form of its URL, keyed with a random key made for each database
-(``notify_key``), and a label naming its scheme (``slack://***``). The key makes the hashes
-useless outside their database; a reader of the database can still test a URL they guess
-against them, so the database stays as private as it always had to be.
+Apprise's canonical form of its URL, keyed with a random key made for each database by its
+first run that has a target (``notify_key``), and a label naming its scheme (``slack://***``).
+The key makes the hashes useless outside their database; a reader of the database can still
+test a URL they guess against them, so the database stays as private as it always had to be.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -328,7 +329,8 @@ def enqueue_run(conn: Connection, run_id: int, targets: Targets | None) -> int:
     if not targets or not targets.items:
         return 0
     now = datetime.now(UTC)
-    key = _hash_key(conn)
+    key = _hash_key(conn, create=True)
+    assert key is not None
     hashes = _remember(conn, targets, key, now)
     events = queries.run_changes(conn, run_id)
     written = 0
@@ -356,9 +358,14 @@ def enqueue_run(conn: Connection, run_id: int, targets: Targets | None) -> int:
     return written
 
 
-def _hash_key(conn: Connection) -> bytes:
-    key = conn.execute(sa.select(schema.notify_key.c.hash_key)).scalar_one()
-    return bytes.fromhex(key)
+def _hash_key(conn: Connection, create: bool = False) -> bytes | None:
+    """The database's random key for target hashes; made, when ``create``, by the first run
+    that has a target (under the run lock, so by one process)."""
+    key = conn.execute(sa.select(schema.notify_key.c.hash_key)).scalar()
+    if key is None and create:
+        key = secrets.token_hex(32)
+        conn.execute(schema.notify_key.insert().values(id=1, hash_key=key))
+    return None if key is None else bytes.fromhex(key)
 
 
 def _target_hash(key: bytes, url: str) -> str:
@@ -459,6 +466,8 @@ def deliver_pending(
     try:
         with engine.connect() as conn:
             key = _hash_key(conn)
+        if key is None:  # no run ever had a target: nothing can be pending
+            return result
         hashes = {_target_hash(key, target.url): target for target in targets.items}
         for target_hash, target in hashes.items():
             _deliver_to(engine, target, target_hash, force, now, result)

@@ -407,7 +407,7 @@ notify_key = sa.Table(
     sa.Column("hash_key", HASH, nullable=False),
 )
 """One row: this database's random key for the keyed hashes that name alert targets
-(:mod:`etl.notify`), made by migration 0007."""
+(:mod:`etl.notify`), made by the first run given a target."""
 
 notify_targets = sa.Table(
     "notify_targets",

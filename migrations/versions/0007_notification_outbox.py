@@ -7,7 +7,6 @@ Create Date: 2026-12-02 23:45:00.000000
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -22,14 +21,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    key = op.create_table(
+    op.create_table(
         "notify_key",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("hash_key", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notify_key")),
     )
-    # The database's own random key for the keyed hashes that name targets (etl.notify).
-    op.bulk_insert(key, [{"id": 1, "hash_key": secrets.token_hex(32)}])
     op.create_table(
         "notify_targets",
         sa.Column("target_hash", sa.String(length=64), nullable=False),
