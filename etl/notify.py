@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl import queries, schema
-from etl.errors import ConfigError, NotifyError
+from etl.errors import ConfigError, Interrupted, NotifyError
 from etl.http import mask, redact_target, truncate, url_secrets
 from etl.lock import run_lock
 from etl.logs import log_summary
@@ -448,7 +448,7 @@ def deliver_pending(
 
     A target that fails keeps its message and every later one pending (order is kept) and is
     not tried again before its backoff ends, unless ``force``. Nothing here fails the run:
-    errors are logged and counted.
+    errors are logged and counted, and SIGTERM or SIGINT only ends the delivery.
 
     Args:
         engine: The catalog database.
@@ -472,10 +472,13 @@ def deliver_pending(
         for target_hash, target in hashes.items():
             _deliver_to(engine, target, target_hash, force, now, result)
         result.unconfigured = _pending_elsewhere(engine, hashes)
-    except Exception as exc:
+    except (Interrupted, KeyboardInterrupt):
+        # The run committed before: a signal now only ends the delivery, not the run.
+        log.warning("alerts: delivery interrupted; what is pending goes with the next run")
+    except Exception as exc:  # a delivery never fails the run it follows
         result.failed += 1
-        secrets = set().union(*(url_secrets(t.url) for t in targets.items))
-        log.error("alerts: delivery stopped: %s", mask(truncate(str(exc)), secrets))
+        hidden = set().union(*(url_secrets(t.url) for t in targets.items))
+        log.error("alerts: delivery stopped: %s", mask(truncate(str(exc)), hidden))
     if any(asdict(result).values()):
         log_summary(log, "alerts delivered", asdict(result))
     return result
@@ -570,7 +573,7 @@ def _send(target: Target, title: str, body: str, payload: Mapping[str, Any]) -> 
             sender = apprise.Apprise()
             sender.add(service)
             accepted = bool(sender.notify(body=body, title=title, body_format="text"))
-        except Exception as exc:
+        except Exception as exc:  # a plugin's own failure is a failed delivery
             reasons.append(f"{type(exc).__name__}: {exc}")
             accepted = False
     if accepted:

@@ -307,6 +307,29 @@ def test_sigkill_after_the_commit_loses_nothing(
     assert hook.messages()[0]["etl"]["events"][0]["model_id"] == api.models[5]["id"]
 
 
+def test_sigterm_during_delivery_ends_it_and_the_run_still_succeeds(
+    run_etl: Any, api: FakeApi, hook: Webhook, tmp_path: Path
+) -> None:
+    # What the signal stops is the same on every dialect (the run has committed): SQLite only.
+    db_url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    sync(run_etl, db_url, api)
+    change(api, 5, lifecycle_status="deprecated")
+    hook.hold = True
+    args = ["--database-url", db_url, "sync", "--api-url", api.url, "--notify", hook.url()]
+    with etl_process(tmp_path, *args) as child:
+        wait_for("a delivery", lambda: bool(hook.held), child)
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0, child.stderr
+    assert "alerts: delivery interrupted; what is pending goes with the next run" in child.stderr
+    assert "run 2 succeeded" in child.stdout
+    hook.release()
+    hook.hold = False
+
+    sync(run_etl, db_url, api, "--notify", hook.url())
+
+    assert [m["etl"]["run_id"] for m in hook.messages()] == [2]
+
+
 class Mailbox:
     """An SMTP server (aiosmtpd) that takes one login and keeps what it is sent."""
 
