@@ -1,11 +1,12 @@
 """The ``etl`` command: parse options, call one function, print its result.
 
 Exit codes: 0 ok, 2 usage, 3 auth, 4 API unreachable, 5 invalid API response, 6 database error,
-7 another run holds the lock (see README).
+7 another run holds the lock, 8 an alert target refused a message (see README).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import json
@@ -23,7 +24,14 @@ import click
 
 from etl import __version__
 from etl.config import DEFAULT_API_URL, DEFAULT_DATABASE_URL, MAX_PER_PAGE, Settings
-from etl.errors import ConfigError, DatabaseError, EtlError, Interrupted, InvalidResponseError
+from etl.errors import (
+    ConfigError,
+    DatabaseError,
+    EtlError,
+    Interrupted,
+    InvalidResponseError,
+    NotifyError,
+)
 from etl.logs import FORMATS, log_summary, setup_logging
 from etl.output import plural
 from etl.sanitize import visible
@@ -142,6 +150,66 @@ def cli(ctx: click.Context, database_url: str, verbose: bool, quiet: bool, log_f
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
+
+
+def target_options(func: F) -> F:
+    """``--notify URL`` (repeatable, or ETL_NOTIFY_URLS) and ``--notify-config FILE``."""
+    func = click.option(
+        "--notify-config",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Apprise YAML or text config of alert targets; tags kind:K, field:GLOB and "
+        "model:GLOB set a target's own filters.",
+    )(func)
+    return click.option(
+        "--notify",
+        "notify_urls",
+        multiple=True,
+        metavar="URL",
+        envvar="ETL_NOTIFY_URLS",
+        show_envvar=True,
+        help="Send change alerts to this Apprise URL (repeatable; the variable is "
+        "space-separated). Never printed or stored.",
+    )(func)
+
+
+def alert_options(func: F) -> F:
+    """The alert targets and their filters: ``--notify-kind``, ``--notify-field``,
+    ``--notify-model``, ``--notify-max-pending``."""
+    func = click.option(
+        "--notify-max-pending",
+        type=click.IntRange(1),
+        default=1000,
+        help="Undelivered alerts kept per target; past it the oldest are dropped.",
+    )(func)
+    func = click.option(
+        "--notify-model",
+        multiple=True,
+        metavar="GLOB",
+        help="Alert only on models whose id matches (repeatable).",
+    )(func)
+    func = click.option(
+        "--notify-field",
+        multiple=True,
+        metavar="GLOB",
+        help="Alert on changes only to matching fields, e.g. pricing.* (repeatable).",
+    )(func)
+    func = click.option(
+        "--notify-kind",
+        multiple=True,
+        type=click.Choice(["added", "removed", "restored", "changed"]),
+        help="Alert only on this kind of change (repeatable).",
+    )(func)
+    return target_options(func)
+
+
+def _alert_targets(options: dict[str, Any]) -> Any:
+    """The targets and filters of :func:`alert_options`, resolved (None: no alerts)."""
+    from etl.notify import Filters, load_targets
+
+    filters = Filters(options["notify_kind"], options["notify_field"], options["notify_model"])
+    return load_targets(
+        options["notify_urls"], options["notify_config"], filters, options["notify_max_pending"]
+    )
 
 
 class FiniteFloat(click.FloatRange):
@@ -290,10 +358,12 @@ def output_options(func: F) -> F:
     "(one more paged listing per usecase value).",
 )
 @click.option("--dry-run", is_flag=True, help="Fetch and report what would change; write nothing.")
+@alert_options
 @json_option
 @click.pass_obj
 def sync(
     obj: dict[str, Any],
+    /,
     api_url: str,
     token_file: str | None,
     per_page: int,
@@ -307,6 +377,7 @@ def sync(
     with_usecases: bool,
     dry_run: bool,
     as_json: bool,
+    **alerts: Any,
 ) -> None:
     """Fetch the whole model catalog and bring the database up to date."""
     from etl.config import check_api_url, parse_usecase, resolve_token
@@ -328,6 +399,7 @@ def sync(
         with_usecases=with_usecases,
         max_response_bytes=int(max_response_mb * 1024 * 1024),
         run_timeout=_seconds(run_timeout, "--run-timeout"),
+        notify=None if dry_run else _alert_targets(alerts),
     )
     result = run_sync(settings)
     log_summary(log, "sync finished", result.as_dict())
@@ -379,10 +451,23 @@ def _seconds(text: str, option: str) -> float:
     help="Observation time of files that carry none (archive files carry their own).",
 )
 @click.option("--dry-run", is_flag=True, help="Load and report, then roll everything back.")
+@click.option(
+    "--notify-backfill",
+    is_flag=True,
+    help="Send alerts for the changes of each snapshot loaded (backfills send none otherwise).",
+)
+@alert_options
 @json_option
 @click.pass_obj
 def backfill(
-    obj: dict[str, Any], paths: tuple[str, ...], as_of: str | None, dry_run: bool, as_json: bool
+    obj: dict[str, Any],
+    /,
+    paths: tuple[str, ...],
+    as_of: str | None,
+    dry_run: bool,
+    notify_backfill: bool,
+    as_json: bool,
+    **alerts: Any,
 ) -> None:
     """Load archived catalog snapshots (files or folders) into the history."""
     from etl.pipeline import run_backfill
@@ -397,6 +482,7 @@ def backfill(
         as_of=when,
         dry_run=dry_run,
         progress=_progress_bar if show_bar else lambda items: items,
+        alerts=_alert_targets(alerts) if notify_backfill and not dry_run else None,
     )
     log_summary(log, "backfill finished", {**result.as_dict(), "failed": len(result.failed)})
     if as_json:
@@ -821,6 +907,66 @@ def demo(database_url: str, output: str) -> None:
                     f"history {result.example_model}", "changes --kind removed --csv"):  # fmt: skip
         click.echo(f"  etl --database-url {url} {command}")
     click.echo("then the real catalog: DIGITALOCEAN_ACCESS_TOKEN=... etl sync (or make sync)")
+
+
+@cli.group("notify")
+def notify_group() -> None:
+    """Change alerts: what is undelivered, deliver it now, send a test message."""
+
+
+@notify_group.command("status")
+@json_option
+@click.pass_obj
+def notify_status(obj: dict[str, Any], as_json: bool) -> None:
+    """List alerts not delivered: pending, failing (tried, to be retried) and dropped."""
+    from etl.notify import STATUS_COLUMNS, undelivered
+    from etl.output import write_rows
+
+    with read_engine(obj) as engine:
+        rows = undelivered(engine) if engine else []
+    if not rows and not as_json:
+        click.echo("no undelivered alerts")
+        return
+    write_rows(rows, STATUS_COLUMNS, "json" if as_json else "table")
+
+
+@notify_group.command("retry")
+@target_options
+@json_option
+@click.pass_obj
+def notify_retry(
+    obj: dict[str, Any], notify_urls: tuple[str, ...], notify_config: str | None, as_json: bool
+) -> None:
+    """Deliver pending alerts to the given targets now, whatever their backoff."""
+    from etl.notify import Filters, load_targets, retry_now
+
+    targets = load_targets(notify_urls, notify_config, Filters())
+    if targets is None:
+        raise ConfigError("no target: pass --notify URL or --notify-config FILE")
+    from etl import db
+
+    with db.errors(obj["database_url"]) as engine:
+        if not db.check_schema(engine):
+            raise ConfigError("the database is empty: nothing to deliver")
+        result = retry_now(engine, targets)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result)))
+    else:
+        click.echo(
+            f"{result.delivered} delivered, {result.failed} failed, {result.pending} still "
+            f"pending, {result.unconfigured} pending for targets not given"
+        )
+    if result.failed:
+        raise NotifyError(f"{result.failed} deliveries failed; `etl notify status` shows why")
+
+
+@notify_group.command("test")
+@click.argument("url")
+def notify_test(url: str) -> None:
+    """Send a test message to the Apprise URL URL."""
+    from etl.notify import send_test
+
+    click.echo(f"sent a test message to {send_test(url)}")
 
 
 def main() -> None:

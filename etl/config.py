@@ -9,8 +9,12 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl.errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    from etl.notify import Targets
 
 log = logging.getLogger("etl")
 
@@ -63,6 +67,7 @@ class Settings:
         list_attempts: Listings tried when the catalog moves while we page.
         max_response_bytes: Largest response body accepted.
         run_timeout: Seconds the whole run may take before it fails (exit 4, nothing written).
+        notify: Where to send change alerts (None: nowhere; always None on a dry run).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -82,6 +87,7 @@ class Settings:
     list_attempts: int = 3
     max_response_bytes: int = 50 * 1024 * 1024
     run_timeout: float = DEFAULT_RUN_TIMEOUT
+    notify: Targets | None = field(default=None, repr=False)
 
     @property
     def filtered(self) -> bool:

@@ -59,6 +59,12 @@ class VerifyFailed(EtlError):
     exit_code = 8
 
 
+class NotifyError(EtlError):
+    """An alert target refused or could not be reached (``etl notify test|retry``; exit 9)."""
+
+    exit_code = 9
+
+
 class Interrupted(BaseException):
     """SIGTERM arrived: the run rolls back and exits 143. (A BaseException, like
     KeyboardInterrupt, so no ``except Exception`` swallows it.)"""

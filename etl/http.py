@@ -19,13 +19,13 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -108,6 +108,9 @@ def without_query(url: str) -> str:
     return visible(re.sub(r"^([^/?#]*//)[^/?#]*@", r"\1***@", head))
 
 
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,31}")
+
+
 def sleep(seconds: float) -> None:
     """How retries wait; a module-level hook so tests can make waiting instant."""
     time.sleep(seconds)
@@ -125,6 +128,31 @@ def redact_url(url: str) -> str:
         safe="*",
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_target(url: str) -> str:
+    """An alert target's label, its scheme alone: ``slack://***``.
+
+    Apprise URLs carry their secrets anywhere (host, path, user info, query), so nothing past
+    the scheme is shown.
+    """
+    scheme = url.partition("://")[0].strip().lower() if "://" in url else ""
+    return f"{scheme if _SCHEME.fullmatch(scheme) else '?'}://***"
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` (the longest first) replaced by ``***``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def url_secrets(url: str) -> set[str]:
+    """Every piece of ``url`` past its scheme that could be a secret, as written and decoded:
+    user, password, host, path segments and query values of three characters or more."""
+    rest = url.partition("://")[2]
+    pieces = {piece for piece in re.split(r"[/:@?&=#;,]+", rest) if len(piece) >= 3}
+    return pieces | {unquote(piece) for piece in pieces}
 
 
 def truncate(text: str, limit: int = 200) -> str:
@@ -474,7 +502,7 @@ class Fetcher:
         """``text`` with the bearer token masked, for a server that echoes it back."""
         header = str(self.session.headers.get("Authorization", ""))
         token = header.removeprefix("Bearer ").strip()
-        return text.replace(token, "***") if token else text
+        return mask(text, [token])
 
     def _error_message(self, body: bytes) -> str:
         """A short, token-free summary of an error body."""

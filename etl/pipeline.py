@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from etl import db, schema, signals
+from etl import db, notify, schema, signals
 from etl.archive import (
     ArchiveWriter,
     BadSnapshot,
@@ -148,7 +148,7 @@ def run_sync(
                     }
                     loaded = _load_one(
                         engine, lock, committed, content, listing.observed_at,
-                        f"sync run {run_id}", run_id, started_at, extra,
+                        f"sync run {run_id}", run_id, started_at, extra, settings.notify,
                     )  # fmt: skip
                     if settings.archive_dir and lock is not None:
                         log.info("archived the run's responses in %s", archive.commit())
@@ -161,6 +161,9 @@ def run_sync(
                 if run_id is not None and not committed.done:
                     _record_failure(engine, run_id, exc, fetcher.requests, fetcher.retries)
                 raise
+            if lock is not None:
+                committed.release()  # a signal may end the delivery, not the committed run
+                notify.deliver_pending(engine, settings.notify)
         _warn_partial(loaded, content, "the listing")
         return SyncResult(
             run_id=run_id,
@@ -292,6 +295,7 @@ def _load_one(
     run_id: int | None,
     started_at: datetime,
     extra: dict[str, Any],
+    alerts: notify.Targets | None,
 ) -> Loaded:
     """Loads a sync's snapshot in one transaction on the run lock's connection (a dry run's
     is rolled back).
@@ -315,6 +319,8 @@ def _load_one(
         )
         loader.finish()
         if lock is not None:
+            if not loaded.skipped:  # the run's alerts commit with its changes
+                notify.enqueue_run(conn, loaded.run_id, alerts)
             committed.reached()
     return loaded
 
@@ -394,6 +400,7 @@ def run_backfill(
     as_of: datetime | None = None,
     dry_run: bool = False,
     progress: Callable[[Iterable[Snapshot]], Iterable[Snapshot]] = lambda items: items,
+    alerts: notify.Targets | None = None,
 ) -> BackfillResult:
     """Loads archived snapshots as runs of mode ``backfill``, in one transaction.
 
@@ -410,6 +417,7 @@ def run_backfill(
         as_of: Observation time for files that carry none of their own.
         dry_run: Load everything in one transaction and roll it back.
         progress: Wraps the snapshot iteration (a progress bar on a terminal).
+        alerts: Where to send each loaded snapshot's changes (``--notify-backfill``).
 
     Returns:
         What was loaded; ``failed`` names each refused file and why.
@@ -443,7 +451,13 @@ def run_backfill(
                         total = getattr(result, name) + getattr(loaded.counts, name)
                         setattr(result, name, total)
                 if lock is not None:
+                    for loaded in loader.loaded:
+                        if not loaded.skipped:
+                            notify.enqueue_run(conn, loaded.run_id, alerts)
                     committed.reached()
+            if lock is not None:
+                committed.release()  # a signal may end the delivery, not the committed run
+                notify.deliver_pending(engine, alerts)
     finally:
         engine.dispose()
     result.duration_s = round(time.monotonic() - started, 3)

@@ -1,6 +1,7 @@
 """The read side: runs, status, a model's history, changes and the catalog as of a time.
 
-Functions take an engine and return plain dicts; they never write.
+Functions take an engine (:func:`run_changes` a connection, to read inside the run's own
+transaction) and return plain dicts; they never write.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from etl import schema
 from etl.errors import ConfigError
@@ -143,8 +144,30 @@ def list_changes(
     kinds: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Change events in time order, optionally within ``[since, until)`` and of some kinds."""
+    changes = schema.model_changes
+    query = _changes_query()
+    if since is not None:
+        query = query.where(changes.c.observed_at >= since)
+    if until is not None:
+        query = query.where(changes.c.observed_at < until)
+    if kinds:
+        query = query.where(changes.c.kind.in_(kinds))
+    with engine.connect() as conn:
+        rows = _dicts(conn.execute(query))
+    for row in rows:
+        row["fields"] = ",".join(sorted(row["changes"] or {}))
+    return rows
+
+
+def run_changes(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    """One run's change events, in the order the run wrote them (what its alerts report)."""
+    return _dicts(conn.execute(_changes_query().where(schema.model_changes.c.run_id == run_id)))
+
+
+def _changes_query() -> sa.Select[Any]:
+    """Change events with their model's id and name, oldest first."""
     changes, models = schema.model_changes, schema.models
-    query = (
+    return (
         sa.select(
             changes.c.observed_at,
             changes.c.run_id,
@@ -157,17 +180,6 @@ def list_changes(
         .select_from(changes.join(models, models.c.uuid == changes.c.model_uuid))
         .order_by(changes.c.observed_at, changes.c.change_id)
     )
-    if since is not None:
-        query = query.where(changes.c.observed_at >= since)
-    if until is not None:
-        query = query.where(changes.c.observed_at < until)
-    if kinds:
-        query = query.where(changes.c.kind.in_(kinds))
-    with engine.connect() as conn:
-        rows = _dicts(conn.execute(query))
-    for row in rows:
-        row["fields"] = ",".join(sorted(row["changes"] or {}))
-    return rows
 
 
 def models_as_of(engine: Engine, when: datetime) -> list[dict[str, Any]]:

@@ -470,3 +470,46 @@ CHILD_TABLES: tuple[sa.Table, ...] = (
     model_pricing,
 )
 """Tables that hold a model's list and object fields; rewritten whole when the model changes."""
+
+notify_key = sa.Table(
+    "notify_key",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash_key", HASH, nullable=False),
+)
+"""One row: this database's random key for the keyed hashes that name alert targets
+(:mod:`etl.notify`), made by the first run given a target."""
+
+notify_targets = sa.Table(
+    "notify_targets",
+    metadata,
+    sa.Column("target_hash", HASH, primary_key=True),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+)
+"""Every alert target a run was given: its keyed hash and a redacted label (``slack://***``),
+never its URL; last_seen_at is the last run that had it configured."""
+
+notify_outbox = sa.Table(
+    "notify_outbox",
+    metadata,
+    sa.Column("message_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target_hash", HASH, sa.ForeignKey("notify_targets.target_hash"), nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_attempt_at", UTCDateTime),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", UTCDateTime),
+    sa.UniqueConstraint("target_hash", "run_id"),
+    sa.Index(None, "status", "target_hash", "message_id"),
+)
+"""One alert message per target per run that changed something, written in the run's own
+transaction and delivered after its commit: status ``pending``, ``delivered`` or ``dropped``
+(past ``--notify-max-pending``). run_id is a ``sync_runs`` id."""

@@ -103,6 +103,11 @@ class AfterCommit:
             self.done = True
             self._stack.enter_context(deferred())
 
+    def release(self) -> None:
+        """Signals act again (``done`` stays): for work after the run, such as delivering
+        alerts, that a signal may end without touching the committed run."""
+        self._stack.close()
+
     def __enter__(self) -> AfterCommit:
         return self
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
-
 from etl.migrations import resumable
+from sqlalchemy.dialects import mysql
 
 revision: str = "0007"
 down_revision: str | None = "0006"
