@@ -5,11 +5,12 @@ catalog, then the re-sync against the changed one) on an empty database, and rep
 
 * ``total``: the whole ``run_sync`` call;
 * ``schema``: ``etl.db.ensure_schema`` (migration check, or the first migration);
-* ``state``: ``CatalogWriter.__init__`` (reading what the database already holds);
-* ``skip``: ``CatalogWriter.skip_unchanged`` (recognising models sent as last time), if any;
+* ``state``: ``etl.load.load_state`` (reading what the tables hold before appending a run);
+* ``skip``: ``etl.pipeline._read_fetched`` (reading the fetched snapshot file back);
 * ``fetch``: ``Fetcher.get_json`` (HTTP and JSON parsing);
-* ``flatten``: ``etl.pipeline.flatten_page`` (flatten and hash);
-* ``write``: ``CatalogWriter.save_models``, ``mark_removed`` and ``end_run``;
+* ``flatten``: ``etl.observe.save_snapshot`` (flatten and store new contents, the snapshot);
+* ``write``: ``Projector.apply`` and ``Projector.flush`` (the fold and its rows), and
+  ``etl.load.rebuild`` when a load derives everything;
 * ``sql``: time inside the database driver (any statement), and the rows each INSERT, UPDATE
   and DELETE touched, per table (from the cursor's rowcount);
 * ``other``: the rest (commit, the run's own rows, locks, bookkeeping).
@@ -35,14 +36,14 @@ _WRITE = re.compile(r'^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.
 
 PHASES: dict[str, list[tuple[str, str]]] = {
     "schema": [("etl.db", "ensure_schema")],
-    "state": [("etl.load", "CatalogWriter.__init__")],
-    "skip": [("etl.load", "CatalogWriter.skip_unchanged")],
+    "state": [("etl.load", "load_state")],
+    "skip": [("etl.pipeline", "_read_fetched")],
     "fetch": [("etl.http", "Fetcher.get_json")],
-    "flatten": [("etl.pipeline", "flatten_page"), ("etl.pipeline", "flatten")],
+    "flatten": [("etl.load", "save_snapshot")],
     "write": [
-        ("etl.load", "CatalogWriter.save_models"),
-        ("etl.load", "CatalogWriter.mark_removed"),
-        ("etl.load", "CatalogWriter.end_run"),
+        ("etl.load", "Projector.apply"),
+        ("etl.load", "Projector.flush"),
+        ("etl.load", "rebuild"),
     ],
 }
 """Each phase's functions; for ``flatten`` only the first that exists (one calls the other)."""

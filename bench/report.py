@@ -343,10 +343,10 @@ def _phases(results: Results) -> list[str]:
         "",
         "One in-process `run_sync` of each scenario with timers around its phases "
         "(`bench/phases.py`): schema = migration check (or first migration), state = reading "
-        "what the database holds, fetch = HTTP + JSON, skip = recognising unchanged models, "
-        "flatten = flatten + hash, write = "
-        "CatalogWriter; SQL = time inside the driver (all phases); rows touched = rowcount of "
-        "each INSERT/UPDATE/DELETE.",
+        "what the tables hold before appending, fetch = HTTP + JSON, skip = reading the "
+        "fetched snapshot file back, flatten = storing new contents and the snapshot, write = "
+        "the fold and its rows; SQL = time inside the driver (all phases); rows touched = "
+        "rowcount of each INSERT/UPDATE/DELETE.",
         "",
     ]
     rows = []

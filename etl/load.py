@@ -595,11 +595,17 @@ class Loader:
                 self.warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
         if content.models and not received.models:
             raise Refused(f"{source}: no model in it has a usable uuid; refused")
+        before = self.warnings.count
+        if received.unidentified:
+            for model in content.models:
+                uuid = model.get("uuid") if isinstance(model, dict) else None
+                if not isinstance(uuid, str) or not uuid:
+                    shown = str(model.get("id") if isinstance(model, dict) else model)[:60]
+                    self.warnings.model(None, f"model without a usable uuid (id {shown!r})")
         marks = content.marks_removals and received.unidentified == 0 and bool(received.models)
         same = self._same_instant(observed_at, received.digest, marks, source)
         if same is not None:
             return same
-        before = self.warnings.count
         stored = save_snapshot(self.conn, received, self.warnings)
         warnings = self.warnings.count - before
         marks = marks and stored.unstorable == 0

@@ -417,13 +417,13 @@ def test_bad_busy_timeout_is_a_usage_error(run_etl: Any, server: FakeApi, tmp_pa
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs: room for the schema and a small catalog, not for a big one."""
+    """A 2 MB tmpfs: room for the schema and a small catalog, not for a big one."""
     disk = tmp_path / "disk"
     disk.mkdir()
     if shutil.which("mount") is None or shutil.which("umount") is None:
         pytest.skip("no mount/umount command to make a small filesystem")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
         capture_output=True,
         text=True,
         timeout=30,

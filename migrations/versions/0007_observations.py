@@ -51,7 +51,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("content_id", name=op.f("pk_observed_contents")),
         sa.UniqueConstraint("raw_hash", name=op.f("uq_observed_contents_raw_hash")),
     )
-    op.create_index(op.f("ix_observed_contents_model_uuid"), "observed_contents", ["model_uuid"])
+    resumable.create_index(
+        op.f("ix_observed_contents_model_uuid"), "observed_contents", ["model_uuid"]
+    )
     resumable.create_table(
         "snapshots",
         sa.Column("snapshot_id", sa.Integer(), autoincrement=True, nullable=False),
@@ -92,6 +94,8 @@ def _reconstruct(conn: sa.Connection) -> None:
     from etl.pages import raw_hash
     from etl.transform import BadModel, flatten, snapshot_digest
 
+    if conn.execute(sa.select(sa.func.count()).select_from(schema.snapshots)).scalar():
+        return  # done before: the revision ran to its end, and lost only its stamp
     history = schema.model_history
     rows = conn.execute(
         sa.select(
