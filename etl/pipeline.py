@@ -49,6 +49,7 @@ from etl.load import (
     verify,
 )
 from etl.lock import RunLock, mark_abandoned, run_lock
+from etl.output import plural
 from etl.sanitize import stored_error
 
 log = logging.getLogger("etl")
@@ -139,8 +140,13 @@ def run_sync(
                     present = _present_models(engine)
             try:
                 with _snapshot_file(settings, started_at, run_id) as archive:
+                    phase = time.monotonic()
                     listing = _fetch(settings, fetcher, archive, present)
+                    log.debug("phase fetch: %.3fs", time.monotonic() - phase)
+                    phase = time.monotonic()
                     content = _read_fetched(archive.close())
+                    log.debug("phase read snapshot: %.3fs", time.monotonic() - phase)
+                    phase = time.monotonic()
                     extra = {
                         "requests": fetcher.requests,
                         "retries": fetcher.retries,
@@ -150,6 +156,7 @@ def run_sync(
                         engine, lock, committed, content, listing.observed_at,
                         f"sync run {run_id}", run_id, started_at, extra, settings.notify,
                     )  # fmt: skip
+                    log.debug("phase load and commit: %.3fs", time.monotonic() - phase)
                     if settings.archive_dir and lock is not None:
                         log.info("archived the run's responses in %s", archive.commit())
                 signals.pause_for_tests("after-commit")
@@ -253,8 +260,8 @@ def _fetch(
         missing = present - listing.uuids
         if missing and listing.complete and not settings.filtered:
             log.info(
-                "%d models missing; listing again to confirm before marking them removed",
-                len(missing),
+                "%s missing; listing again to confirm before marking them removed",
+                plural(len(missing), "model"),
             )
             for page in Listing(fetcher, settings.api_url, settings.per_page):
                 archive.write(page.fetched, listing="confirm")

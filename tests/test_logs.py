@@ -214,3 +214,18 @@ def test_cron_wrapper_json_log_parses_line_by_line(api: FakeApi, tmp_path: Path)
     assert any(r.get("models_seen") == 12 and "ts" not in r for r in records)  # sync --json
     assert records[-1]["message"] == "end: exit 0" and records[-1]["exit_code"] == 0
     assert TOKEN not in log_file.read_text()
+
+
+def test_verbose_logs_each_phase_and_each_request(
+    api: FakeApi, tmp_path: Path, run_etl: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    quiet = run_etl("--database-url", url, "sync", "--api-url", api.url, "--per-page", "100")
+    assert quiet.exit_code == 0 and "DEBUG" not in quiet.stderr
+    api.models = api.models[1:]  # one model gone: a confirming listing, named in the singular
+    result = run_etl("-v", "--database-url", url, "sync", "--api-url", api.url, "--per-page", "100")
+    assert result.exit_code == 0, result.output
+    for phase in ("fetch", "read snapshot", "load and commit"):
+        assert re.search(rf"etl: DEBUG: phase {phase}: \d+\.\d{{3}}s", result.stderr), phase
+    assert re.search(r"DEBUG: GET \S+ HTTP 200, \d+ bytes, \d+ ms", result.stderr)
+    assert "1 model missing; listing again" in result.stderr
