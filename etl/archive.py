@@ -55,9 +55,22 @@ class ArchiveWriter:
         directory: The archive's root.
         started_at: The run's start, which names the file.
         run_id: The run's id (None on a dry run).
+        compresslevel: gzip's level: 6 for an archive kept, 1 for a sync's temporary snapshot.
+
+    The records written are also kept parsed (:meth:`content`): a sync loads the snapshot it
+    wrote without reading and parsing the file again, and what it loads is what a backfill of
+    the file reads (the same records, the same digests of each model's bytes).
     """
 
-    def __init__(self, directory: str | Path, started_at: datetime, run_id: int | None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        started_at: datetime,
+        run_id: int | None,
+        compresslevel: int = 6,
+    ) -> None:
+        self.compresslevel = compresslevel
+        self.records: list[tuple[dict[str, Any], list[str] | None]] = []
         day = started_at.astimezone(UTC)
         folder = Path(directory) / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
         try:
@@ -73,7 +86,9 @@ class ArchiveWriter:
             raise ConfigError(f"cannot create {self.partial}: {exc.strerror or exc}") from None
         # Open for the whole run; commit() or discard() closes it.
         self._raw = raw
-        self._file: gzip.GzipFile | None = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)
+        self._file: gzip.GzipFile | None = gzip.GzipFile(
+            fileobj=raw, mode="wb", compresslevel=compresslevel
+        )
 
     def write(self, fetched: Fetched, listing: str | None = None) -> None:
         """Appends one response, its body byte for byte when it fits on one line.
@@ -88,8 +103,11 @@ class ArchiveWriter:
         if listing is not None:
             head["listing"] = listing
         body = fetched.body.strip()
+        hashes = fetched.model_hashes
         if b"\n" in body or b"\r" in body:
             body = json.dumps(fetched.payload, separators=(",", ":")).encode()
+            hashes = None  # the file holds other bytes: each model's digest is of its JSON
+        self.records.append(({**head, "body": fetched.payload}, hashes))
         assert self._file is not None
         self._file.write(json.dumps(head, separators=(",", ":"))[:-1].encode())
         self._file.write(b',"body":' + body + b"}\n")
@@ -100,7 +118,16 @@ class ArchiveWriter:
         self._file.close()
         self._raw.seek(0)
         self._raw.truncate()
-        self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
+        self._file = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=self.compresslevel)
+        self.records = []
+
+    def content(self) -> SnapshotContent:
+        """The snapshot written, as :func:`read_snapshot` would read it from the file.
+
+        Raises:
+            BadSnapshot: It is not a snapshot (no listing page in it).
+        """
+        return _from_records(self.records)
 
     def close(self) -> Path:
         """Finishes writing; the file keeps its ``.partial`` name until :meth:`commit`."""

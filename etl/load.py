@@ -606,7 +606,7 @@ class Loader:
         same = self._same_instant(observed_at, received.digest, marks, source)
         if same is not None:
             return same
-        stored = save_snapshot(self.conn, received, self.warnings)
+        stored = save_snapshot(self.conn, received, self.warnings, self.contents)
         warnings = self.warnings.count - before
         marks = marks and stored.unstorable == 0
         values = {

@@ -108,8 +108,14 @@ class StoredSnapshot:
     new_contents: int
 
 
-def save_snapshot(conn: Connection, received: Received, warnings: Warnings) -> StoredSnapshot:
-    """Stores a snapshot's new contents and its member list, unless stored already."""
+def save_snapshot(
+    conn: Connection,
+    received: Received,
+    warnings: Warnings,
+    contents: Contents | None = None,
+) -> StoredSnapshot:
+    """Stores a snapshot's new contents and its member list, unless stored already; the new
+    contents' flattened forms go to ``contents``, which would otherwise flatten them again."""
     digest = received.digest
     table = schema.snapshots
     found = conn.execute(
@@ -122,6 +128,7 @@ def save_snapshot(conn: Connection, received: Received, warnings: Warnings) -> S
     keys = [key for _, key in received.models.values()]
     ids = _content_ids(conn, keys)
     rows: list[dict[str, Any]] = []
+    flats: dict[str, FlatModel] = {}
     unstorable = received.unidentified
     for uuid, (model, key) in received.models.items():
         if key in ids:
@@ -135,10 +142,14 @@ def save_snapshot(conn: Connection, received: Received, warnings: Warnings) -> S
         for message in flat.warnings:
             warnings.model(flat.uuid, message)
         rows.append(_content_row(flat, key))
+        flats[key] = flat
     for part in chunks(rows):
         conn.execute(schema.observed_contents.insert(), list(part))
     if rows:
         ids.update(_content_ids(conn, [row["raw_hash"] for row in rows]))
+    if contents is not None:
+        for key, flat in flats.items():
+            contents.remember(ids[key], flat)
     members: list[int | str] = sorted(ids[key] for key in keys if key in ids)
     count = len(members)
     members += sorted(received.also_present)
@@ -246,6 +257,11 @@ class Contents:
         if found is None:
             found = self._flat[content_id] = flatten(self.raw(content_id))
         return found
+
+    def remember(self, content_id: int, flat: FlatModel) -> None:
+        """Keeps a content's flattened form, made while storing it."""
+        self._flat[content_id] = flat
+        self._raw[content_id] = flat.model["raw"]
 
     def forget_flat(self) -> None:
         """Drops the flattened forms kept so far (they are large)."""

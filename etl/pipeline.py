@@ -144,7 +144,8 @@ def run_sync(
                     listing = _fetch(settings, fetcher, archive, present)
                     log.debug("phase fetch: %.3fs", time.monotonic() - phase)
                     phase = time.monotonic()
-                    content = _read_fetched(archive.close())
+                    archive.close()
+                    content = _read_fetched(archive)
                     log.debug("phase read snapshot: %.3fs", time.monotonic() - phase)
                     phase = time.monotonic()
                     extra = {
@@ -212,7 +213,7 @@ def _snapshot_file(
             raise
         return
     with tempfile.TemporaryDirectory(prefix="etl-snapshot-") as folder:
-        archive = ArchiveWriter(folder, started_at, run_id)
+        archive = ArchiveWriter(folder, started_at, run_id, compresslevel=1)
         try:
             yield archive
         finally:
@@ -274,12 +275,12 @@ def _fetch(
     raise AssertionError("unreachable: list_attempts >= 1")
 
 
-def _read_fetched(path: Any) -> SnapshotContent:
-    """The snapshot a sync just wrote, read back as a backfill reads a file."""
+def _read_fetched(archive: ArchiveWriter) -> SnapshotContent:
+    """The snapshot a sync just wrote, as a backfill of the file reads it."""
     try:
-        return SnapshotReader().read(path)
+        return archive.content()
     except BadSnapshot as exc:  # the listing checked each page: this is not expected
-        raise InvalidResponseError(f"the fetched snapshot is unreadable: {exc}") from None
+        raise InvalidResponseError(f"the fetched snapshot is unusable: {exc}") from None
 
 
 def _listing(settings: Settings, fetcher: Fetcher) -> Listing:
