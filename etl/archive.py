@@ -370,7 +370,7 @@ class _Source:
 
 
 def _too_large(cap: int) -> str:
-    return f"inflates to more than {cap / MIB:g} MiB (the --max-file-mb cap); not read further"
+    return f"inflates to more than {cap / MIB:.4g} MiB (the --max-file-mb cap); not read further"
 
 
 def _check_size(path: Path, cap: int | None) -> None:
@@ -527,7 +527,7 @@ class SnapshotReader:
             if source.too_long(line):
                 limit = self.max_line_bytes or 0
                 raise BadSnapshot(
-                    f"line {source.number} is longer than {limit / MIB:g} MiB; not read further"
+                    f"line {source.number} is longer than {limit / MIB:.4g} MiB; not read further"
                 )
             line = line.strip()
             if line:
