@@ -410,6 +410,7 @@ def _check_values(text: bytes, where: str) -> None:
 
 
 _BODY = b',"body":'
+_RECORD = re.compile(rb'\s*\{"fetched_at"')
 _Parsed = tuple[Any, list[str] | None]
 _KINDS = ("records", "pages", "models")
 
@@ -483,7 +484,7 @@ class SnapshotReader:
         if first is None:
             raise BadSnapshot("empty")
         number = source.number
-        if not first.lstrip().startswith(b'{"fetched_at"'):  # a document, or JSON lines
+        if not _RECORD.match(first):  # a document, or JSON lines
             try:
                 item = None if source.too_long(first) else self._line(first.strip(), number)
             except UnicodeDecodeError:
