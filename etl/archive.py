@@ -20,28 +20,41 @@ API responses or models. Each file is one snapshot of the catalog.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import logging
 import os
 import re
+import stat
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 from etl import files
 from etl.client import Tally
 from etl.errors import ConfigError, InvalidResponseError
-from etl.http import Fetched
+from etl.http import MAX_JSON_VALUES, Fetched
 from etl.pages import parse_page, raw_hash
 from etl.times import format_instant
 
 log = logging.getLogger("etl.archive")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+MIB = 1024 * 1024
+MAX_FILE_BYTES = 1024 * MIB
+"""Default cap on a file's inflated size (``etl backfill --max-file-mb``)."""
+MAX_LINE_BYTES = 64 * MIB
+"""Longest JSON line read (or the file cap, if smaller): a line is held whole to be parsed."""
+_MAX_DEFLATE_RATIO = 1032
+"""Deflate's most inflated bytes per compressed byte."""
+_CHUNK = 1024 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 _NAME_TIME = re.compile(
     r"(?P<date>\d{4}-?\d{2}-?\d{2})(?:[T_ -]?(?P<time>\d{2}[:-]?\d{2}(?:[:-]?\d{2})?))?"
 )
@@ -218,12 +231,6 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _read_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped when it is gzip."""
-    data = path.read_bytes()
-    return gzip.decompress(data) if data.startswith(_GZIP_MAGIC) else data
-
-
 def date_snapshot(path: Path, as_of: datetime | None) -> Snapshot:
     """Finds when a file's snapshot was observed.
 
@@ -243,27 +250,18 @@ def date_snapshot(path: Path, as_of: datetime | None) -> Snapshot:
     return Snapshot(path, mtime, "mtime")
 
 
-_FETCHED_AT = re.compile(rb'\s*\{"fetched_at":\s*"([^"\\]*)"')
-_HEAD_BYTES = 256
-"""Enough of a file to hold its first record's ``fetched_at``, as ArchiveWriter writes it."""
+_FETCHED_AT = re.compile(rb'\s*\{"fetched_at"\s*:\s*("(?:[^"\\]|\\.){0,200}")')
+_HEAD_BYTES = 4096
+"""Enough of a file to hold its first record's ``fetched_at``: only this much is read."""
 
 
 def _first_fetched_at(path: Path) -> datetime | None:
     """The ``fetched_at`` of a file's first archive record, read from its first bytes only."""
     try:
-        with path.open("rb") as raw:
-            magic = raw.read(2)
-        opener: Any = gzip.open if magic == _GZIP_MAGIC else open
-        with opener(path, "rb") as handle:
-            head = handle.read(_HEAD_BYTES)
-            match = _FETCHED_AT.match(head)
-            if match:
-                return _parse_time(match.group(1).decode("ascii", "replace"))
-            if not head.lstrip().startswith(b'{"fetched_at"'):
-                return None
-            line = (head + handle.readline()).strip()  # written by hand: parse the record
-        return _parse_time(json.loads(line).get("fetched_at"))
-    except (OSError, UnicodeDecodeError, ValueError, EOFError, AttributeError):
+        with _open_inflated(path) as handle:
+            match = _FETCHED_AT.match(handle.read(_HEAD_BYTES))
+        return _parse_time(json.loads(match.group(1))) if match else None
+    except (OSError, ValueError, EOFError, zlib.error):
         return None
 
 
@@ -289,29 +287,200 @@ def time_from_name(name: str) -> datetime | None:
     return None
 
 
-def read_snapshot(path: Path) -> SnapshotContent:
-    """Reads a snapshot file whole, with the digest of each model's bytes.
+def read_snapshot(path: Path, max_file_bytes: int | None = MAX_FILE_BYTES) -> SnapshotContent:
+    """Reads a snapshot file, with the digest of each model's bytes.
 
     Raises:
-        BadSnapshot: Unreadable, not JSON, empty, or not of a shape listed in this module's doc.
+        BadSnapshot: Unreadable, not JSON, empty, over a cap (see :class:`SnapshotReader`), or
+            not of a shape listed in this module's doc.
     """
-    return SnapshotReader().read(path)
+    return SnapshotReader(max_file_bytes).read(path)
+
+
+@contextmanager
+def _open_inflated(path: Path) -> Iterator[BinaryIO]:
+    """A file's bytes as a stream, gunzipped on the fly when it starts with gzip's magic."""
+    with path.open("rb") as raw:
+        if raw.peek(2)[:2] != _GZIP_MAGIC:
+            yield raw
+            return
+        with io.BufferedReader(_Gunzip(raw), buffer_size=_CHUNK) as inflated:
+            yield inflated
+
+
+class _Gunzip(io.RawIOBase):
+    """Gzip members (and zero padding between them) inflated a bounded piece at a time.
+
+    As :class:`gzip.GzipFile` reads, but a buffer at a time rather than 8 KiB: reading lines
+    from it costs half as much.
+    """
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self._raw = raw
+        self._input = b""
+        self._inflater: Any = None  # zlib's Decompress, within a member
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if not self._input:
+                self._input = self._raw.read(_CHUNK)
+                if not self._input:
+                    if self._inflater is not None:
+                        raise EOFError("the compressed file ends within a gzip member")
+                    return 0
+            if self._inflater is None:
+                if self._input.startswith(b"\0"):
+                    self._input = self._input.lstrip(b"\0")
+                if not self._input:
+                    continue
+                self._inflater = zlib.decompressobj(_GZIP_WBITS)
+            out = self._inflater.decompress(self._input, len(buffer))
+            if self._inflater.eof:
+                self._input = self._inflater.unused_data
+                self._inflater = None
+            else:
+                self._input = self._inflater.unconsumed_tail
+            if out:
+                buffer[: len(out)] = out
+                return len(out)
+
+
+class _Source:
+    """A file's inflated bytes read line by line, counted against the file and line caps.
+
+    Args:
+        stream: The inflated bytes.
+        max_bytes: Most inflated bytes the file may hold (None: no cap).
+        max_line: Longest line read (None: no cap).
+    """
+
+    def __init__(self, stream: BinaryIO, max_bytes: int | None, max_line: int | None) -> None:
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self._max_line = max_line
+        self._read = 0
+        self.number = 0
+        """The number of the line :meth:`line` returned last (counting from 1)."""
+
+    def line(self) -> bytes | None:
+        """The next line, None at the end; a line over the cap is cut after ``max_line + 1``."""
+        limit = -1 if self._max_line is None else self._max_line + 1
+        line = self._stream.readline(limit)
+        if not line:
+            return None
+        self.number += 1
+        self._count(len(line))
+        return line
+
+    def too_long(self, line: bytes) -> bool:
+        """Whether :meth:`line` cut this line at the cap."""
+        return (
+            self._max_line is not None and len(line) > self._max_line and not line.endswith(b"\n")
+        )
+
+    def rest(self) -> bytes:
+        """Everything not read yet (refused past the file's cap)."""
+        if self._max_bytes is None:
+            rest = self._stream.read()
+        else:
+            rest = self._stream.read(max(self._max_bytes - self._read, 0) + 1)
+        self._count(len(rest))
+        return rest
+
+    def _count(self, size: int) -> None:
+        self._read += size
+        if self._max_bytes is not None and self._read > self._max_bytes:
+            raise BadSnapshot(_too_large(self._max_bytes))
+
+
+def _too_large(cap: int) -> str:
+    return f"inflates to more than {cap / MIB:.4g} MiB (the --max-file-mb cap); not read further"
+
+
+def _check_size(path: Path, cap: int | None) -> None:
+    """Refuses a file whose inflated size passes ``cap``, holding no more than a chunk of it.
+
+    A plain file's size is known. A gzip file is inflated once without keeping its bytes, but
+    only when its compressed size could hold more than the cap (deflate inflates at most
+    1,032-fold), so an archive file of a few hundred KB is inflated once, to be read.
+    """
+    if cap is None:
+        return
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        return  # a pipe or device cannot be read twice: only the reading counts it
+    with path.open("rb") as raw:
+        compressed = raw.peek(2)[:2] == _GZIP_MAGIC
+    if info.st_size <= cap // (_MAX_DEFLATE_RATIO if compressed else 1):
+        return
+    if not compressed:
+        raise BadSnapshot(_too_large(cap))
+    inflated = 0
+    with _open_inflated(path) as stream:
+        while chunk := stream.read(_CHUNK):
+            inflated += len(chunk)
+            if inflated > cap:
+                raise BadSnapshot(_too_large(cap))
+
+
+def _check_values(text: bytes, where: str) -> None:
+    """Refuses JSON holding more values than a page may (see :data:`etl.http.MAX_JSON_VALUES`)."""
+    values = text.count(b":") + text.count(b",")
+    if values > MAX_JSON_VALUES:
+        raise BadSnapshot(
+            f"{where} holds more than {MAX_JSON_VALUES:,} JSON values ({values:,} separators); "
+            "refused unparsed"
+        )
 
 
 _BODY = b',"body":'
+_RECORD = re.compile(rb'\s*\{"fetched_at"')
 _Parsed = tuple[Any, list[str] | None]
+_KINDS = ("records", "pages", "models")
+
+
+def _kinds(item: Any) -> set[str]:
+    """The snapshot shapes a line's value may belong to (see :func:`_from_items`)."""
+    if not isinstance(item, dict):
+        return set()
+    kinds = set()
+    if "body" in item and "fetched_at" in item:
+        kinds.add("records")
+    if "models" in item or "meta" in item:
+        kinds.add("pages")
+    if "uuid" in item:
+        kinds.add("models")
+    return kinds
 
 
 class SnapshotReader:
     """Reads snapshot files one after another, parsing each distinct page once.
 
+    A file is read as a stream, never whole: JSON lines one line at a time, with a cap on the
+    inflated size of the file (checked before any line is parsed) and on the length of a line,
+    and each line's (or document's) JSON values counted before it is parsed. A whole-file JSON
+    document (a response or a bare array) is read whole, up to the file's cap.
+
     An archive of hourly runs repeats the same response bodies for as long as the catalog does
-    not change. A line whose bytes (after its record's own ``fetched_at`` and ``url``) equal
-    the same line of the file read just before is taken from that file's parse: comparing bytes
-    costs a fraction of parsing them. Only the previous file's lines are kept.
+    not change. A line whose bytes (after its record's own ``fetched_at`` and ``url``) have the
+    same digest as the same line of the file read just before is taken from that file's parse:
+    digesting bytes costs a fraction of parsing them. Only the previous file's digests and
+    parses are kept, never its bytes.
+
+    Args:
+        max_file_bytes: Most inflated bytes a file may hold (None: no cap, for a snapshot this
+            etl fetched itself). A line may hold at most :data:`MAX_LINE_BYTES`, or this if
+            smaller.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_file_bytes: int | None = MAX_FILE_BYTES) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.max_line_bytes = (
+            None if max_file_bytes is None else min(MAX_LINE_BYTES, max_file_bytes)
+        )
         self._previous: list[tuple[bytes, _Parsed]] = []
         self._current: list[tuple[bytes, _Parsed]] = []
 
@@ -325,64 +494,118 @@ class SnapshotReader:
 
     def _read(self, path: Path) -> SnapshotContent:
         try:
-            data = _read_bytes(path)
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            _check_size(path, self.max_file_bytes)
+            with _open_inflated(path) as stream:
+                return self._read_stream(_Source(stream, self.max_file_bytes, self.max_line_bytes))
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
             raise BadSnapshot(f"cannot read it ({exc})") from None
-        if not data.strip():
+        except UnicodeDecodeError:
+            raise BadSnapshot("not UTF-8 text") from None
+        except RecursionError:  # json recurses once per level of nesting
+            raise BadSnapshot("JSON nested too deeply to parse") from None
+
+    def _read_stream(self, source: _Source) -> SnapshotContent:
+        first = source.line()
+        while first is not None and not first.strip():
+            first = source.line()
+        if first is None:
             raise BadSnapshot("empty")
-        if data.lstrip().startswith(b'{"fetched_at"'):  # our archive: JSON lines
-            return _from_items(self._json_lines(data))
+        number = source.number
+        if not _RECORD.match(first):  # a document, or JSON lines
+            try:
+                item = None if source.too_long(first) else self._line(first.strip(), number)
+            except UnicodeDecodeError:
+                raise
+            except ValueError:
+                item = None
+            if item is None:  # a document over several lines, or one too long for a line
+                return self._document(first + source.rest(), number)
+            if isinstance(item[0], list):  # a bare array on one line
+                while (line := source.line()) is not None:
+                    if line.strip():
+                        raise BadSnapshot(f"{_WRONG_SHAPE} (line {source.number})")
+                return _from_models(*item)
+            return _from_items(self._json_lines(source, [item]))
+        return _from_items(self._json_lines(source, [], first))
+
+    def _document(self, data: bytes, number: int) -> SnapshotContent:
+        """A whole-file JSON document: an API response or a bare array of models."""
+        _check_values(data, "the file")
         try:
             whole, hashes = parse_page(data)
         except UnicodeDecodeError:
-            raise BadSnapshot("not UTF-8 text") from None
+            raise
         except ValueError:
-            return _from_items(self._json_lines(data))
+            raise BadSnapshot(f"invalid JSON on line {number}") from None
         if isinstance(whole, list):
             return _from_models(whole, hashes)
         return _from_items([(whole, hashes)])
 
-    def _json_lines(self, data: bytes) -> list[_Parsed]:
-        items = []
-        for number, line in enumerate(data.split(b"\n"), 1):
+    def _json_lines(
+        self, source: _Source, items: list[_Parsed], line: bytes | None = None
+    ) -> list[_Parsed]:
+        """The remaining lines, parsed one at a time; a line of the wrong shape stops at once."""
+        kinds = set(_KINDS)
+        for item, _ in items:
+            kinds &= _kinds(item)
+        if not kinds:
+            raise BadSnapshot(f"{_WRONG_SHAPE} (line {source.number})")
+        line = source.line() if line is None else line
+        while line is not None:
+            if source.too_long(line):
+                limit = self.max_line_bytes or 0
+                raise BadSnapshot(
+                    f"line {source.number} is longer than {limit / MIB:.4g} MiB; not read further"
+                )
             line = line.strip()
-            if not line:
-                continue
-            try:
-                items.append(self._line(line))
-            except UnicodeDecodeError:
-                raise BadSnapshot("not UTF-8 text") from None
-            except ValueError:
-                raise BadSnapshot(f"invalid JSON on line {number}") from None
+            if line:
+                try:
+                    parsed = self._line(line, source.number)
+                except UnicodeDecodeError:
+                    raise
+                except ValueError:
+                    raise BadSnapshot(f"invalid JSON on line {source.number}") from None
+                kinds &= _kinds(parsed[0])
+                if not kinds:
+                    raise BadSnapshot(f"{_WRONG_SHAPE} (line {source.number})")
+                items.append(parsed)
+            line = source.line()
         return items
 
-    def _line(self, line: bytes) -> _Parsed:
+    def _line(self, line: bytes, number: int) -> _Parsed:
         """One line: an archive record (head and body parsed apart), a response or a model."""
+        where = f"line {number}"
         if not line.startswith(b'{"fetched_at"'):
-            item, hashes = self._parse(line, ("models",))
+            item, hashes = self._parse(line, ("models",), where)
             if hashes is None and isinstance(item, dict) and "uuid" in item:
                 hashes = [raw_hash(line.decode())]  # a line that is one model
             return item, hashes
         split = line.find(_BODY)
         if split > 0 and line.endswith(b"}"):
+            _check_values(line[:split], where)
             try:
                 head = json.loads(line[:split] + b"}")
                 body = line[split + len(_BODY) : -1]
-                parsed, hashes = self._parse(body, ("models",))
+                parsed, hashes = self._parse(body, ("models",), where)
                 return {**head, "body": parsed}, hashes
             except ValueError:
                 pass  # not laid out as ArchiveWriter writes it: parse the record whole
-        return self._parse(line, ("body", "models"))
+        return self._parse(line, ("body", "models"), where)
 
-    def _parse(self, text: bytes, path: tuple[str, ...]) -> _Parsed:
+    def _parse(self, text: bytes, path: tuple[str, ...], where: str) -> _Parsed:
         index = len(self._current)
+        digest = hashlib.sha256(text).digest()
         previous = self._previous[index] if index < len(self._previous) else None
-        if previous is not None and previous[0] == text:
+        if previous is not None and previous[0] == digest:
             parsed = previous[1]
         else:
+            _check_values(text, where)
             parsed = parse_page(text, path)
-        self._current.append((text, parsed))
+        self._current.append((digest, parsed))
         return parsed
+
+
+_WRONG_SHAPE = "wrong shape: expected API responses, archive records or models"
 
 
 def _from_models(models: list[Any], hashes: list[str] | None) -> SnapshotContent:
@@ -399,7 +622,7 @@ def _from_models(models: list[Any], hashes: list[str] | None) -> SnapshotContent
 def _from_items(items: list[tuple[Any, list[str] | None]]) -> SnapshotContent:
     values = [item for item, _ in items]
     if not values or not all(isinstance(item, dict) for item in values):
-        raise BadSnapshot("wrong shape: expected API responses, archive records or models")
+        raise BadSnapshot(_WRONG_SHAPE)
     if all("body" in item and "fetched_at" in item for item in values):
         return _from_records(items)
     if all("models" in item or "meta" in item for item in values):
@@ -411,7 +634,7 @@ def _from_items(items: list[tuple[Any, list[str] | None]]) -> SnapshotContent:
         return _from_pages(numbered, filtered=False)
     if all("uuid" in item for item in values):
         return _from_models(values, [h for _, hashes in items for h in hashes or []] or None)
-    raise BadSnapshot("wrong shape: expected API responses, archive records or models")
+    raise BadSnapshot(_WRONG_SHAPE)
 
 
 _Page = tuple[int, Any, list[str] | None]

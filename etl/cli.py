@@ -436,7 +436,8 @@ def _seconds(text: str, option: str) -> float:
         (
             "0 success",
             "2 usage: a bad option or value",
-            "5 some files could not be loaded (each is named; the others were loaded)",
+            "5 some files could not be loaded (each is named; the others were loaded): not a "
+            "snapshot, or larger than --max-file-mb once inflated",
             "6 database error",
             "7 another run holds the lock",
             "130 / 143 interrupted (SIGINT / SIGTERM): rolled back",
@@ -452,6 +453,14 @@ def _seconds(text: str, option: str) -> float:
 )
 @click.option("--dry-run", is_flag=True, help="Load and report, then roll everything back.")
 @click.option(
+    "--max-file-mb",
+    envvar="ETL_MAX_FILE_MB",
+    show_envvar=True,
+    type=FiniteFloat(min=0, min_open=True),
+    default=1024.0,
+    help="Refuse a file larger than this once inflated, without reading further (exit 5).",
+)
+@click.option(
     "--notify-backfill",
     is_flag=True,
     help="Send alerts for the changes of each snapshot loaded (backfills send none otherwise).",
@@ -465,6 +474,7 @@ def backfill(
     paths: tuple[str, ...],
     as_of: str | None,
     dry_run: bool,
+    max_file_mb: float,
     notify_backfill: bool,
     as_json: bool,
     **alerts: Any,
@@ -483,6 +493,7 @@ def backfill(
         dry_run=dry_run,
         progress=_progress_bar if show_bar else lambda items: items,
         alerts=_alert_targets(alerts) if notify_backfill and not dry_run else None,
+        max_file_bytes=max(1, int(max_file_mb * 1024 * 1024)),
     )
     log_summary(log, "backfill finished", {**result.as_dict(), "failed": len(result.failed)})
     if as_json:

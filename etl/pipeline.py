@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from etl import db, notify, schema, signals
 from etl.archive import (
+    MAX_FILE_BYTES,
     ArchiveWriter,
     BadSnapshot,
     Snapshot,
@@ -409,6 +410,7 @@ def run_backfill(
     dry_run: bool = False,
     progress: Callable[[Iterable[Snapshot]], Iterable[Snapshot]] = lambda items: items,
     alerts: notify.Targets | None = None,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> BackfillResult:
     """Loads archived snapshots as runs of mode ``backfill``, in one transaction.
 
@@ -426,6 +428,8 @@ def run_backfill(
         dry_run: Load everything in one transaction and roll it back.
         progress: Wraps the snapshot iteration (a progress bar on a terminal).
         alerts: Where to send each loaded snapshot's changes (``--notify-backfill``).
+        max_file_bytes: Most bytes a file may hold once inflated; a larger one is refused
+            (named in ``failed``) without being read further.
 
     Returns:
         What was loaded; ``failed`` names each refused file and why.
@@ -450,7 +454,7 @@ def run_backfill(
                     _abandon_dead_runs(conn)
             with _transaction(engine, lock) as conn:
                 loader = Loader(conn)
-                reader = SnapshotReader()
+                reader = SnapshotReader(max_file_bytes)
                 for snapshot in progress(snapshots):
                     _backfill_one(loader, reader, snapshot, result)
                 loader.finish()

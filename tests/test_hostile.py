@@ -29,6 +29,7 @@ from etl.http import Fetcher, build_session
 from tests.catalog import make_catalog, make_model
 from tests.conftest import TOKEN
 from tests.fakeapi import MODELS_PATH
+from tests.measure import MIB, run_measured
 from tests.test_processes import child_env
 
 Respond = Callable[["Request"], bytes | None]
@@ -466,42 +467,6 @@ def test_a_newline_in_an_api_string_cannot_forge_a_log_line(
 
 
 # -- case 7: memory ------------------------------------------------------------------------------
-
-MIB = 1024 * 1024
-
-
-_PEAK = """
-import atexit, runpy, sys
-out = sys.argv.pop(1)
-def record():
-    with open("/proc/self/status") as status, open(out, "w") as peak:
-        peak.write(next(line for line in status if line.startswith("VmHWM:")))
-atexit.register(record)
-sys.argv[0] = "etl"
-runpy.run_module("etl", run_name="__main__", alter_sys=True)
-"""
-"""Runs etl and writes its peak RSS at exit. VmHWM, not ``ru_maxrss``: Linux carries the
-pre-exec high-water mark (this test process's) into the child's ``ru_maxrss``."""
-
-
-def run_measured(tmp_path: Path, *args: str) -> tuple[int, str, float, float]:
-    """Runs etl with ARGS; returns its exit code, stderr, peak RSS in MiB and seconds."""
-    peak = tmp_path / "peak"
-    started = time.monotonic()
-    child = subprocess.run(
-        [sys.executable, "-c", _PEAK, str(peak), *args],
-        cwd=tmp_path,
-        env=child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    seconds = time.monotonic() - started
-    kib = int(peak.read_text().split()[1])
-    return child.returncode, child.stderr, kib / 1024, seconds
 
 
 def four_million_keys() -> bytes:
