@@ -225,6 +225,34 @@ def test_case_4_an_empty_listing_is_refused_by_sync(
     assert_verifies(run_etl, db_url)
 
 
+@pytest.mark.parametrize("empty", ['{"models": [], "meta": {"total": 0}}', "[]"])
+def test_case_4_an_empty_catalog_file_is_refused_as_sync_refuses_an_empty_listing(
+    run_etl: Any, db_url: str, small_api: FakeApi, engine: sa.Engine, tmp_path: Path, empty: str
+) -> None:
+    """The issue: "an empty catalog is treated the same way by sync and backfill"; sync
+    refuses an empty listing (exit 5), so a file of an empty catalog is refused too."""
+    assert sync(run_etl, db_url, small_api).exit_code == 0
+    path = tmp_path / "empty-20260301T000000.json"
+    path.write_text(empty)
+    result = backfill(run_etl, db_url, str(path))
+    assert result.exit_code == 5, result.output
+    (line,) = error_lines(result)
+    assert str(path) in line
+    assert len(table_rows(engine, "sync_runs")) == 1
+    assert_verifies(run_etl, db_url)
+
+
+def test_a_refused_file_is_named_once_in_its_error_line(
+    run_etl: Any, db_url: str, tmp_path: Path
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    path = snapshot_file(tmp_path, later, make_catalog(2))
+    result = backfill(run_etl, db_url, str(path))
+    assert result.exit_code == 5, result.output
+    (line,) = error_lines(result)
+    assert line.count(path.name) == 1, line
+
+
 # -- case 5: a later out-of-order backfill keeps the run's history and events ----------------
 
 
