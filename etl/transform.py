@@ -545,8 +545,9 @@ def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) ->
 
 def _differ_in_type(old: Any, new: Any) -> bool:
     """Whether two values Python calls equal differ in the content hash: ``1`` and ``true``
-    (or such a pair inside a list). Normalised numbers are ints or floats by value already."""
-    if type(old) is type(new) and not isinstance(old, list):
+    (or such a pair inside a list or an object). Normalised numbers are ints or floats by
+    value already."""
+    if type(old) is type(new) and not isinstance(old, list | dict):
         return False
     return canonical_json(old) != canonical_json(new)
 
