@@ -701,8 +701,10 @@ def _from_pages(pages: list[_Page], filtered: bool) -> SnapshotContent:
             hashes.extend(page_hashes)
         else:
             hashes = None
-    if tally.models == 0 and tally.total is None:
-        raise BadSnapshot("no models in it")
+    if tally.models == 0 and (tally.total is None or not filtered):
+        # an empty catalog is refused, as a sync refuses an empty listing: far likelier a
+        # broken API or file than a real one, and loading it would remove every model
+        raise BadSnapshot("no models in it (an empty catalog is refused)")
     return SnapshotContent(
         models,
         tally,

@@ -27,6 +27,7 @@ from etl.archive import SnapshotContent
 from etl.errors import InvalidResponseError
 from etl.observe import (
     Contents,
+    Received,
     Warnings,
     chunks,
     observed_run,
@@ -38,7 +39,7 @@ from etl.observe import (
 )
 from etl.project import AgreementState, Effects, ModelState, Run, State, fold
 from etl.times import format_instant
-from etl.transform import KNOWN_FIELDS, MAX_SHORT, MAX_TEXT_BYTES, canonical_json
+from etl.transform import KNOWN_FIELDS, MAX_SHORT, MAX_TEXT_BYTES, canonical_json, content_hash
 
 log = logging.getLogger("etl.load")
 
@@ -116,13 +117,16 @@ class Counts:
     restored: int = 0
 
     @classmethod
-    def of(cls, effects: Effects, members: int) -> Counts:
+    def of(cls, effects: Effects, seen: int) -> Counts:
+        """A run's counts from its effects and the models it listed (``models_seen``: the
+        models it saw unchanged are those it listed that it neither added, changed nor
+        restored)."""
         inserted, updated = effects.count("added"), effects.count("changed")
         restored = effects.count("restored")
         return cls(
             inserted=inserted,
             updated=updated,
-            unchanged=members - inserted - updated - restored,
+            unchanged=max(0, seen - inserted - updated - restored),
             removed=effects.count("removed"),
             restored=restored,
         )
@@ -180,7 +184,7 @@ class Projector:
     def apply(self, run: Run) -> Counts:
         """Folds one run and queues its rows."""
         effects = fold(self.state, run, self.contents)
-        counts = Counts.of(effects, len(run.members))
+        counts = Counts.of(effects, len(run.members) if run.seen is None else run.seen)
         self.counts[run.run_id] = counts
         if effects.opened or effects.closed or effects.events:
             self._queue_models(run, effects)
@@ -603,7 +607,7 @@ class Loader:
                     shown = str(model.get("id") if isinstance(model, dict) else model)[:60]
                     self.warnings.model(None, f"model without a usable uuid (id {shown!r})")
         marks = content.marks_removals and received.unidentified == 0 and bool(received.models)
-        same = self._same_instant(observed_at, received.digest, marks, source)
+        same = self._same_instant(observed_at, received, marks, source)
         if same is not None:
             return same
         stored = save_snapshot(self.conn, received, self.warnings, self.contents)
@@ -639,7 +643,7 @@ class Loader:
         return loaded
 
     def _same_instant(
-        self, observed_at: datetime, digest: str, marks: bool, source: str
+        self, observed_at: datetime, received: Received, marks: bool, source: str
     ) -> Loaded | None:
         runs = schema.sync_runs
         found = self.conn.execute(
@@ -649,13 +653,32 @@ class Loader:
         ).first()
         if found is None:
             return None
-        if found.snapshot_hash == digest and bool(found.complete) == marks:
+        if bool(found.complete) == marks and (
+            found.snapshot_hash == received.digest or self._same_content(found.id, received)
+        ):
             log.info("%s: already loaded as run %d; skipped", source, found.id)
             return Loaded(found.id, skipped=True)
         other = found.source or f"run {found.id} ({found.mode})"
         raise Refused(
             f"{source}: another catalog was loaded for the same instant "
             f"{format_instant(observed_at)} from {other}; refused (one instant holds one catalog)"
+        )
+
+    def _same_content(self, run_id: int, received: Received) -> bool:
+        """Whether a loaded run saw the same models with the same content (sent as other
+        bytes: indented, keys in another order, zero values left out)."""
+        runs = schema.sync_runs
+        snapshot_id = self.conn.execute(
+            sa.select(runs.c.snapshot_id).where(runs.c.id == run_id)
+        ).scalar_one()
+        if snapshot_id is None:
+            return False
+        members, present = snapshot_members(self.conn, self.contents, snapshot_id)
+        if present != received.also_present or members.keys() != received.models.keys():
+            return False
+        return all(
+            self.contents[content_id].content_hash == content_hash(received.models[uuid][0])
+            for uuid, content_id in members.items()
         )
 
     def _fold(
@@ -675,7 +698,7 @@ class Loader:
                 and not (content.confirmed or content.usecases)
                 and self._present() == loaded.models
             ):
-                loaded.counts = Counts(unchanged=loaded.models)  # the same catalog again
+                loaded.counts = Counts(unchanged=len(content.tally.uuids))  # the same catalog again
                 self._save(loaded)
                 return
             state = load_state(self.conn, self.contents)
@@ -685,7 +708,12 @@ class Loader:
         runs = schema.sync_runs
         row = self.conn.execute(
             sa.select(
-                runs.c.id, runs.c.observed_at, runs.c.complete, runs.c.filters, runs.c.snapshot_id
+                runs.c.id,
+                runs.c.observed_at,
+                runs.c.complete,
+                runs.c.filters,
+                runs.c.snapshot_id,
+                runs.c.models_seen,
             ).where(runs.c.id == loaded.run_id)
         ).one()
         loaded.counts = self.projector.apply(observed_run(row, members, content.usecases))

@@ -293,7 +293,12 @@ def observed_runs(
     order; only those after ``after`` when given."""
     query = (
         sa.select(
-            _runs.c.id, _runs.c.observed_at, _runs.c.complete, _runs.c.filters, _runs.c.snapshot_id
+            _runs.c.id,
+            _runs.c.observed_at,
+            _runs.c.complete,
+            _runs.c.filters,
+            _runs.c.snapshot_id,
+            _runs.c.models_seen,
         )
         .where(_runs.c.status == "succeeded", _runs.c.snapshot_id.is_not(None))
         .order_by(_runs.c.observed_at, _runs.c.id)
@@ -321,7 +326,7 @@ def observed_run(
     usecases: dict[str, tuple[frozenset[str], bool]],
 ) -> Run:
     """The observation of a ``sync_runs`` row (id, observed_at, complete, filters,
-    snapshot_id) with its snapshot's members."""
+    snapshot_id, models_seen) with its snapshot's members."""
     return Run(
         run_id=run.id,
         observed_at=run.observed_at,
@@ -329,6 +334,7 @@ def observed_run(
         marks_removals=bool(run.complete) and not run.filters,
         usecases=usecases,
         snapshot_id=run.snapshot_id,
+        seen=run.models_seen,
         also_present=members[1],
     )
 

@@ -485,8 +485,10 @@ def _backfill_one(
             content, observed_at=snapshot.observed_at, source=str(snapshot.path), mode="backfill"
         )
     except (BadSnapshot, Refused) as exc:
-        log.error("%s: %s; nothing loaded from it", snapshot.path, exc)
-        result.failed.append(f"{snapshot.path}: {exc}")
+        # a refusal names its file already; a reading error does not
+        why = str(exc) if isinstance(exc, Refused) else f"{snapshot.path}: {exc}"
+        log.error("%s; nothing loaded from it", why)
+        result.failed.append(why)
         return
     if loaded.skipped:
         result.skipped += 1

@@ -79,6 +79,7 @@ class Run:
         snapshot_id: The stored snapshot; runs that share one saw the same models.
         also_present: Models a confirming listing found whose content the run did not keep:
             a present one stays as it is, instead of being removed.
+        seen: How many models the run listed (``sync_runs.models_seen``), for its counts.
     """
 
     run_id: int
@@ -88,6 +89,7 @@ class Run:
     usecases: Mapping[str, tuple[frozenset[str], bool]] = field(default_factory=dict)
     snapshot_id: int | None = None
     also_present: frozenset[str] = frozenset()
+    seen: int | None = None
 
 
 @dataclass

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,6 +313,12 @@ class _Contents:
 
     def raw(self, content_id: int) -> Any:
         return self.contents[content_id][1]
+
+    def prefetch(self, ids: Sequence[int]) -> None:
+        """Everything is in memory already."""
+
+    def prefetch_raw(self, ids: Sequence[int]) -> None:
+        """Likewise."""
 
 
 @settings(max_examples=200, deadline=None, database=None)
