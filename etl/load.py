@@ -27,6 +27,7 @@ from etl.archive import SnapshotContent
 from etl.errors import InvalidResponseError
 from etl.observe import (
     Contents,
+    NothingStorable,
     Received,
     Warnings,
     chunks,
@@ -610,7 +611,10 @@ class Loader:
         same = self._same_instant(observed_at, received, marks, source)
         if same is not None:
             return same
-        stored = save_snapshot(self.conn, received, self.warnings, self.contents)
+        try:
+            stored = save_snapshot(self.conn, received, self.warnings, self.contents)
+        except NothingStorable as exc:
+            raise Refused(f"{source}: {exc}; refused") from None
         warnings = self.warnings.count - before
         marks = marks and stored.unstorable == 0
         values = {

@@ -97,6 +97,10 @@ def receive(
     return Received(found, unidentified, frozenset(also_present - found.keys()))
 
 
+class NothingStorable(ValueError):
+    """A snapshot none of whose models can be stored; raised before anything is written."""
+
+
 @dataclass(frozen=True)
 class StoredSnapshot:
     """A snapshot as stored: its row, how many models it holds and how many could not be
@@ -143,6 +147,8 @@ def save_snapshot(
             warnings.model(flat.uuid, message)
         rows.append(_content_row(flat, key))
         flats[key] = flat
+    if received.models and not ids and not rows:
+        raise NothingStorable(f"none of its {len(received.models)} models can be stored")
     for part in chunks(rows):
         conn.execute(schema.observed_contents.insert(), list(part))
     if rows:
