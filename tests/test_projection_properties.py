@@ -53,7 +53,7 @@ NUMBERS = ((1000, 1), (1000.0, 1), (1000, 1.0), (1000.0, True), (1000, True))
 KINDS = ("complete", "partial", "filtered")
 
 LOOP = settings(
-    max_examples=30,
+    max_examples=20,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
