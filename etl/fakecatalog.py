@@ -21,21 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-USECASES: tuple[str, ...] = (
-    "MODEL_USECASE_UNKNOWN",
-    "MODEL_USECASE_AGENT",
-    "MODEL_USECASE_FINETUNED",
-    "MODEL_USECASE_KNOWLEDGEBASE",
-    "MODEL_USECASE_GUARDRAIL",
-    "MODEL_USECASE_REASONING",
-    "MODEL_USECASE_SERVERLESS",
-    "MODEL_USECASE_EVALUATION_JUDGE",
-    "MODEL_USECASE_CODING",
-    "MODEL_USECASE_AUDIO",
-    "MODEL_USECASE_RERANKING",
-    "MODEL_USECASE_TEXT",
-)
-"""The ``apiModelUsecase`` enum, in the spec's order."""
+from etl.config import USECASES as USECASES  # the spec's enum, as the fake API serves it
 
 PROVIDERS: tuple[str, ...] = (
     "MODEL_PROVIDER_DIGITALOCEAN",

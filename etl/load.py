@@ -152,6 +152,23 @@ class _Rows:
     new_content: set[str] = field(default_factory=set)
     agreements: set[str] = field(default_factory=set)
 
+    def close(
+        self,
+        table: str,
+        open_rows: dict[str, dict[str, Any]],
+        keys: list[str],
+        t: datetime,
+        run_id: int,
+    ) -> None:
+        """Closes each key's open history row: in memory when this batch opened it, else
+        queued as an update of the row in the database."""
+        for key in keys:
+            row = open_rows.pop(key, None)
+            if row is not None:
+                row["valid_to"], row["closed_by_run"] = t, run_id
+            else:
+                self.closes.setdefault((table, t, run_id), []).append(key)
+
 
 class Projector:
     """Folds runs onto a state and turns their effects into rows.
@@ -200,12 +217,7 @@ class Projector:
 
     def _queue_models(self, run: Run, effects: Effects) -> None:
         t, rows = run.observed_at, self.rows
-        for uuid in effects.closed:
-            row = rows.open_history.pop(uuid, None)
-            if row is not None:
-                _close(row, t, run.run_id)
-            else:
-                rows.closes.setdefault(("model_history", t, run.run_id), []).append(uuid)
+        rows.close("model_history", rows.open_history, effects.closed, t, run.run_id)
         self.contents.prefetch_raw([content_id for _, content_id in effects.opened])
         for uuid, content_id in effects.opened:
             row = self._history_row(uuid, content_id, t, run.run_id)
@@ -264,12 +276,9 @@ class Projector:
 
     def _queue_agreements(self, run: Run, effects: Effects) -> None:
         t, rows = run.observed_at, self.rows
-        for uuid in effects.agreements_closed:
-            row = rows.open_agreements.pop(uuid, None)
-            if row is not None:
-                _close(row, t, run.run_id)
-            else:
-                rows.closes.setdefault(("agreement_history", t, run.run_id), []).append(uuid)
+        rows.close(
+            "agreement_history", rows.open_agreements, effects.agreements_closed, t, run.run_id
+        )
         for uuid in effects.agreements_opened:
             values = self.state.agreements[uuid].values
             row = {
@@ -392,10 +401,6 @@ class Projector:
             **dict(zip(_AGREEMENT_FIELDS, agreement.values, strict=True)),
             "first_seen_at": agreement.first_seen_at,
         }
-
-
-def _close(row: dict[str, Any], t: datetime, run_id: int) -> None:
-    row["valid_to"], row["closed_by_run"] = t, run_id
 
 
 def _path(path: str) -> str:
@@ -601,13 +606,10 @@ class Loader:
         if content.models and not received.models:
             raise Refused(f"{source}: no model in it has a usable uuid; refused")
         before = self.warnings.count
-        if received.unidentified:
-            for model in content.models:
-                uuid = model.get("uuid") if isinstance(model, dict) else None
-                if not isinstance(uuid, str) or not uuid:
-                    shown = str(model.get("id") if isinstance(model, dict) else model)[:60]
-                    self.warnings.model(None, f"model without a usable uuid (id {shown!r})")
-        marks = content.marks_removals and received.unidentified == 0 and bool(received.models)
+        for model in received.unidentified:
+            shown = str(model.get("id") if isinstance(model, dict) else model)[:60]
+            self.warnings.model(None, f"model without a usable uuid (id {shown!r})")
+        marks = content.marks_removals and not received.unidentified and bool(received.models)
         same = self._same_instant(observed_at, received, marks, source)
         if same is not None:
             return same

@@ -58,10 +58,10 @@ class Warnings:
 @dataclass(frozen=True)
 class Received:
     """A snapshot as received, before storing: each identifiable model once (the last copy
-    wins), with the digest of its JSON, and how many models had no usable uuid."""
+    wins), with the digest of its JSON, and the models that had no usable uuid."""
 
     models: dict[str, tuple[Any, str]]
-    unidentified: int
+    unidentified: list[Any]
     also_present: frozenset[str] = frozenset()
 
     @property
@@ -85,11 +85,11 @@ def receive(
         also_present: Models a confirming listing saw that ``models`` lacks.
     """
     found: dict[str, tuple[Any, str]] = {}
-    unidentified = 0
+    unidentified: list[Any] = []
     for index, model in enumerate(models):
         uuid = model.get("uuid") if isinstance(model, dict) else None
         if not isinstance(uuid, str) or not uuid:
-            unidentified += 1
+            unidentified.append(model)
             continue
         digest = hashes[index] if hashes is not None else None
         found.pop(uuid, None)  # a model sent twice: its last copy, in the order sent
@@ -133,7 +133,7 @@ def save_snapshot(
     ids = _content_ids(conn, keys)
     rows: list[dict[str, Any]] = []
     flats: dict[str, FlatModel] = {}
-    unstorable = received.unidentified
+    unstorable = len(received.unidentified)
     for uuid, (model, key) in received.models.items():
         if key in ids:
             continue
