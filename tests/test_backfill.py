@@ -234,8 +234,10 @@ def test_broken_files_are_named_and_the_rest_loads(
 def test_dry_run_writes_nothing(
     tmp_path: Path, run_etl: Any, db_url: str, engine: sa.Engine
 ) -> None:
-    write(tmp_path / "s-2026-01-01.json", response(make_catalog(4)))
-    result = run_etl("--database-url", db_url, "backfill", str(tmp_path), "--dry-run", "--json")
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    write(folder / "s-2026-01-01.json", response(make_catalog(4)))
+    result = run_etl("--database-url", db_url, "backfill", str(folder), "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["inserted"] == 4
     assert table_rows(engine, "models") == [] and table_rows(engine, "sync_runs") == []

@@ -372,6 +372,7 @@ def test_unreachable_database_exits_6_with_the_password_masked(
     assert server.requests == []
 
 
+@pytest.mark.empty_database
 def test_database_behind_head_exits_6_naming_the_upgrade_command(
     run_etl: Any, db_url: str, server: FakeApi, engine: sa.Engine
 ) -> None:
@@ -411,6 +412,7 @@ def test_database_ahead_of_the_code_says_to_upgrade_etl(
     assert "upgrade etl" in error_line(result)
 
 
+@pytest.mark.empty_database
 def test_db_commands_migrate_up_and_down(run_etl: Any, db_url: str, engine: sa.Engine) -> None:
     head = db.head_revision()
     result = run_etl("--database-url", db_url, "db", "current")

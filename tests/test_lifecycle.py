@@ -73,6 +73,7 @@ PAUSES = {
 }
 
 
+@pytest.mark.empty_database
 @pytest.mark.parametrize(
     ("command", "pause"),
     # Each command at one of the two points (both commands run the same migration code): a
@@ -94,7 +95,7 @@ def test_a_migration_stopped_by_a_signal_is_completed_by_the_next_run(
     with etl_process(tmp_path, *args, env=env) as child:
         wait_for("the migration paused", lambda: "etl-test: paused" in child.stderr, child)
         child.signal(signum)
-        assert child.wait(10) == EXIT_CODES[signum], child.stderr
+        assert child.wait() == EXIT_CODES[signum], child.stderr
     assert "Traceback" not in child.stderr
     assert server.requests == []
 
@@ -123,6 +124,7 @@ def test_a_migration_stopped_by_a_signal_is_completed_by_the_next_run(
     assert [run["status"] for run in runs(engine)] == ["succeeded"]
 
 
+@pytest.mark.empty_database
 @pytest.mark.parametrize("signame", list(SIGNALS))
 def test_a_migration_blocked_in_the_database_stops_cleanly_and_resumes(
     db_url: str, engine: sa.Engine, tmp_path: Path, signame: str
@@ -152,7 +154,7 @@ def test_a_migration_blocked_in_the_database_stops_cleanly_and_resumes(
 
             wait_for("the migration blocked", waiting, child)
             child.signal(signum)
-            assert child.wait(10) == EXIT_CODES[signum], child.stderr
+            assert child.wait() == EXIT_CODES[signum], child.stderr
         assert "Traceback" not in child.stderr
     finally:
         blocker.rollback()
@@ -175,6 +177,7 @@ def test_a_database_of_etl_tables_without_a_version_is_completed_by_a_sync(
     assert_schema_complete(engine)
 
 
+@pytest.mark.empty_database
 def test_foreign_tables_without_a_version_are_refused_by_sync_and_upgrade(
     db_url: str, server: FakeApi, engine: sa.Engine, run_etl: Any
 ) -> None:
@@ -193,6 +196,7 @@ def test_foreign_tables_without_a_version_are_refused_by_sync_and_upgrade(
     assert server.requests == []
 
 
+@pytest.mark.empty_database
 def test_a_table_of_ours_by_name_but_not_by_columns_stops_the_migration(
     db_url: str, engine: sa.Engine, run_etl: Any
 ) -> None:
@@ -206,6 +210,7 @@ def test_a_table_of_ours_by_name_but_not_by_columns_stops_the_migration(
 # -- `etl db upgrade` and `downgrade` take the run lock ----------------------------------------
 
 
+@pytest.mark.empty_database
 def test_db_upgrade_and_downgrade_exit_7_while_a_run_holds_the_lock(
     db_url: str, engine: sa.Engine, run_etl: Any
 ) -> None:
@@ -349,7 +354,7 @@ def test_a_signal_right_after_the_commit_leaves_the_run_succeeded_and_exits_0(
     with etl_process(tmp_path, *sync_args(db_url, server), "--json", env=env) as child:
         wait_for("the run paused after its commit", lambda: "paused at" in child.stderr, child)
         child.signal(SIGNALS[signame])
-        assert child.wait(10) == 0, child.stderr
+        assert child.wait() == 0, child.stderr
     assert f"{signame} received after the run's changes were committed" in child.stderr
     assert json.loads(child.stdout)["status"] == "succeeded"
     (run,) = runs(engine)

@@ -8,6 +8,7 @@ deadlines; every child is killed when its test ends, passed or not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,10 +60,14 @@ class Child:
         return self.err.read_text()
 
     def wait(self, timeout: float = 30.0) -> int:
-        """The exit code; fails the test if the child is still running after ``timeout``."""
+        """The exit code; fails the test if the child is still running after ``timeout``, with
+        the child's Python stack (SIGABRT makes its fault handler print it) to show where."""
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
             pytest.fail(f"etl still running after {timeout}s; stderr: {self.stderr}")
 
     def signal(self, signum: int) -> None:
@@ -84,6 +89,7 @@ def child_env(**extra: str) -> dict[str, str]:
         if not name.startswith(("DIGITALOCEAN_", "ETL_"))
     }
     env["DIGITALOCEAN_ACCESS_TOKEN"] = TOKEN
+    env["PYTHONFAULTHANDLER"] = "1"  # see Child.wait
     env.update(extra)
     return env
 
@@ -243,7 +249,7 @@ def _kill_and_catch_up(
     with etl_process(tmp_path, *sync_args(db_url, api), *extra) as child:
         wait_for(f"the run held {moment}", held, child)
         child.signal(signal.SIGKILL)
-        assert child.wait(10) == -signal.SIGKILL
+        assert child.wait() == -signal.SIGKILL
 
     assert catalog_snapshot(engine) == before
     killed = runs(engine)[-1]
@@ -299,7 +305,7 @@ def _stop_mid_run(
         # The child sits in a blocking socket read: the signal interrupts it (EINTR), Python
         # runs the handler, and the handler's exception unwinds the read and the transaction.
         child.signal(signum)
-        assert child.wait(10) == exit_code, child.stderr
+        assert child.wait() == exit_code, child.stderr
         assert time.monotonic() - signalled < 5
     assert child.stderr.splitlines()[-1] == f"etl: {reason}; the run was rolled back"
     assert "Traceback" not in child.stderr

@@ -264,7 +264,7 @@ def test_case_5_an_older_backfill_after_a_signalled_commit_keeps_that_runs_histo
         with etl_process(tmp_path, *sync_args(db_url, api), "--json", env=env) as child:
             wait_for("the run paused after its commit", lambda: "paused at" in child.stderr, child)
             child.signal(signal.SIGTERM)
-            assert child.wait(10) == 0, child.stderr
+            assert child.wait() == 0, child.stderr
     (run,) = table_rows(engine, "sync_runs")
     assert run["status"] == "succeeded"
     older = run["observed_at"] - timedelta(days=1)
