@@ -129,6 +129,8 @@ class Results:
     history: dict[str, dict[str, Any]] = field(default_factory=dict)
     queries: dict[str, list[Any]] = field(default_factory=dict)
     models_as_of: dict[str, Samples] = field(default_factory=dict)
+    projection: dict[str, Any] = field(default_factory=dict)
+    """``bench/projection.py``'s result: ``backfill`` and ``verify``."""
     help: Samples = field(default_factory=Samples)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0

@@ -54,7 +54,7 @@ from bench.results import Limits, Results, Sample, Samples
 
 DOCS = ROOT / "docs" / "PERFORMANCE.md"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-PARTS = ("sync", "backfill", "history", "help")
+PARTS = ("sync", "backfill", "history", "projection", "help")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -74,6 +74,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--snapshots", type=int, help="hourly snapshots to backfill (8760)")
     parser.add_argument("--snapshot-models", type=int, help="models in each snapshot (300)")
     parser.add_argument("--history-rows", type=int, help="model_history rows (1000000)")
+    parser.add_argument(
+        "--projection-snapshots",
+        type=int,
+        help="older snapshots backfilled behind as many loaded runs (1000)",
+    )
+    parser.add_argument(
+        "--projection-hours", type=int, help="hourly runs `etl verify` checks (8760: a year)"
+    )
     parser.add_argument("--per-page", type=int, default=200, help="page size (200)")
     parser.add_argument(
         "--only", help=f"measure only these parts, comma-separated: {','.join(PARTS)}"
@@ -107,6 +115,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.snapshots = args.snapshots or (24 if quick else 8760)
     args.snapshot_models = args.snapshot_models or (50 if quick else 300)
     args.history_rows = args.history_rows or (5_000 if quick else 1_000_000)
+    args.projection_snapshots = args.projection_snapshots or (12 if quick else 1000)
+    args.projection_hours = args.projection_hours or (24 if quick else 8760)
     args.only = args.only.split(",") if args.only else list(PARTS)
     for name in args.databases:
         if name not in ("sqlite", "postgresql"):
@@ -144,6 +154,8 @@ class Bench:
             "snapshots": args.snapshots,
             "snapshot_models": args.snapshot_models,
             "history_rows": args.history_rows,
+            "projection_snapshots": args.projection_snapshots,
+            "projection_hours": args.projection_hours,
             "per_page": args.per_page,
             "only": args.only,
             "quick": args.quick,
@@ -166,6 +178,8 @@ class Bench:
             if "history" in self.args.only:
                 for dialect in self.args.databases:
                     self._guard(f"history on {dialect}", self.measure_history, dialect)
+            if "projection" in self.args.only:
+                self._guard("the derived history", self.measure_projection)
             if "help" in self.args.only:
                 self._guard("etl --help", self.measure_help)
         finally:
@@ -368,6 +382,24 @@ class Bench:
             run = self.etl(url, "models", "--as-of", when, "--json")
             samples.runs.append(Sample(wall_s=run.wall_s, rss_mib=run.peak_rss_mib))
         self.scratch.drop(url)
+
+    # -- the derived history (issue 12) --------------------------------------------------------
+
+    def measure_projection(self) -> None:
+        """Out-of-order backfills and ``etl verify`` on SQLite, by ``bench/projection.py``."""
+        log(
+            f"backfilling {self.args.projection_snapshots} snapshots behind as many loaded "
+            f"runs, and verifying {self.args.projection_hours} hourly runs"
+        )
+        run = run_process(
+            [sys.executable, "-m", "bench.projection",
+             "--snapshots", str(self.args.projection_snapshots),
+             "--hours", str(self.args.projection_hours),
+             "--workdir", str(self.workdir / "projection")],
+            env=self.env, cwd=ROOT,
+        )  # fmt: skip
+        self.results.projection = run.json()
+        shutil.rmtree(self.workdir / "projection", ignore_errors=True)
 
     # -- etl --help -------------------------------------------------------------------------
 

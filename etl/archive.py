@@ -68,7 +68,8 @@ class ArchiveWriter:
         directory: The archive's root.
         started_at: The run's start, which names the file.
         run_id: The run's id (None on a dry run).
-        compresslevel: gzip's level: 6 for an archive kept, 1 for a sync's temporary snapshot.
+        compresslevel: gzip's level: 6 for an archive kept, 0 (stored, not compressed: the
+            same format at the cost of a copy) for a sync's temporary snapshot.
 
     The records written are also kept parsed (:meth:`content`): a sync loads the snapshot it
     wrote without reading and parsing the file again, and what it loads is what a backfill of

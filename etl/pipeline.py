@@ -214,7 +214,7 @@ def _snapshot_file(
             raise
         return
     with tempfile.TemporaryDirectory(prefix="etl-snapshot-") as folder:
-        archive = ArchiveWriter(folder, started_at, run_id, compresslevel=1)
+        archive = ArchiveWriter(folder, started_at, run_id, compresslevel=0)
         try:
             yield archive
         finally:
