@@ -561,8 +561,10 @@ class Loader:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.contents = Contents(conn)
-        self.stale = projection_version(conn) != PROJECTION_VERSION
         self.last = last_run(conn)
+        # Derived with other rules, the tables are derived again; with no run loaded yet
+        # there is nothing to derive, and the first run appends to empty tables.
+        self.stale = self.last is not None and projection_version(conn) != PROJECTION_VERSION
         self.projector: Projector | None = None
         self.loaded: list[Loaded] = []
         self.warnings = Warnings()
