@@ -3,6 +3,7 @@ snapshots, flatten, load), each recorded in ``sync_runs``."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import time
@@ -108,6 +109,26 @@ def run_sync(
         Interrupted: SIGTERM before the commit; the run is recorded ``interrupted``.
         KeyboardInterrupt: SIGINT before the commit; likewise.
     """
+    with _cycle_collector_paused():
+        return _run_sync(settings, sleep)
+
+
+@contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Pauses Python's cycle collector for a run. A run builds millions of small acyclic
+    objects (parsed pages, rows to write), and every full collection walks all of them again:
+    about a fifth of a 10,000-model sync. Reference counting still frees them; the few cycles a
+    run makes are collected once it ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> SyncResult:
     started = time.monotonic()
     started_at = datetime.now(UTC)
     engine = db.create_engine(settings.database_url)
