@@ -279,6 +279,31 @@ def run_etl(monkeypatch: pytest.MonkeyPatch) -> Any:
     return run
 
 
+def _encodable(text: str) -> str:
+    """``text`` with any lone surrogate written as ``\\udXXX``: UTF-8 can carry it then."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Reports a test's output even when it holds half a surrogate pair (property tests send
+    them, and etl logs the models it skips): pytest-xdist sends reports to the controller as
+    UTF-8 and otherwise crashes the worker, losing the test's result."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, _encodable(text)) for title, text in report.sections]
+    if report.longrepr is not None and _has_lone_surrogate(str(report.longrepr)):
+        report.longrepr = _encodable(str(report.longrepr))
+
+
 def table_rows(engine: sa.Engine, table: str) -> list[dict[str, Any]]:
     """Every row of ``table`` as dicts, in primary-key order."""
     declared = schema.metadata.tables[table]
