@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 _scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -52,20 +53,30 @@ def parse_page(
         ValueError: The body is not JSON (as ``json.loads`` would).
     """
     text = body.decode("utf-8") if isinstance(body, bytes) else body
+    with cycle_collector_paused():  # parsed JSON holds no cycles
+        try:
+            index = _skip(text, 0)
+            hashes: list[str] | None
+            if text.startswith("[", index):
+                value, hashes, index = _array(text, index)
+            else:
+                value, hashes, index = _object(text, index, path)
+            if _skip(text, index) != len(text):
+                raise ValueError("extra data")
+            return value, hashes
+        except (ValueError, StopIteration, IndexError):
+            return json.loads(text), None
+
+
+@contextmanager
+def cycle_collector_paused() -> Iterator[None]:
+    """Pauses Python's cycle collector while many small acyclic objects are built (parsed
+    JSON, rows to write): every full collection would walk all of them again. Reference
+    counting still frees them; cycles made meanwhile are collected once it resumes."""
     enabled = gc.isenabled()
-    gc.disable()  # parsed JSON holds no cycles; collecting while it grows is wasted work
+    gc.disable()
     try:
-        index = _skip(text, 0)
-        hashes: list[str] | None
-        if text.startswith("[", index):
-            value, hashes, index = _array(text, index)
-        else:
-            value, hashes, index = _object(text, index, path)
-        if _skip(text, index) != len(text):
-            raise ValueError("extra data")
-        return value, hashes
-    except (ValueError, StopIteration, IndexError):
-        return json.loads(text), None
+        yield
     finally:
         if enabled:
             gc.enable()

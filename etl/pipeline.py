@@ -3,7 +3,6 @@ snapshots, flatten, load), each recorded in ``sync_runs``."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import tempfile
 import time
@@ -52,6 +51,7 @@ from etl.load import (
 )
 from etl.lock import RunLock, mark_abandoned, run_lock
 from etl.output import plural
+from etl.pages import cycle_collector_paused
 from etl.sanitize import stored_error
 
 log = logging.getLogger("etl")
@@ -109,23 +109,10 @@ def run_sync(
         Interrupted: SIGTERM before the commit; the run is recorded ``interrupted``.
         KeyboardInterrupt: SIGINT before the commit; likewise.
     """
-    with _cycle_collector_paused():
+    # A sync keeps every page it listed parsed until it loads them: with the collector on,
+    # every full collection walked them all again (about a fifth of a 10,000-model sync).
+    with cycle_collector_paused():
         return _run_sync(settings, sleep)
-
-
-@contextmanager
-def _cycle_collector_paused() -> Iterator[None]:
-    """Pauses Python's cycle collector for a run. A run builds millions of small acyclic
-    objects (parsed pages, rows to write), and every full collection walks all of them again:
-    about a fifth of a 10,000-model sync. Reference counting still frees them; the few cycles a
-    run makes are collected once it ends."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> SyncResult:

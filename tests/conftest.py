@@ -284,14 +284,6 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Reports a test's output even when it holds half a surrogate pair (property tests send
@@ -300,8 +292,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     report.sections = [(title, _encodable(text)) for title, text in report.sections]
-    if report.longrepr is not None and _has_lone_surrogate(str(report.longrepr)):
-        report.longrepr = _encodable(str(report.longrepr))
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if _encodable(text) != text:  # only then: keep pytest's richer failure report
+            report.longrepr = _encodable(text)
 
 
 def table_rows(engine: sa.Engine, table: str) -> list[dict[str, Any]]:
