@@ -186,6 +186,27 @@ class Snapshot:
     dated_by: str
 
 
+@dataclass(frozen=True)
+class KnownSnapshot:
+    """A sync's listing that the listing memo (:mod:`etl.memo`) recognised, byte for byte, as
+    the one that made a stored snapshot: its models were not parsed again.
+
+    Attributes:
+        snapshot_id: The stored snapshot.
+        digest: Its digest.
+        models: Models it holds.
+        seen: Distinct models the listing holds.
+        path: The file the listing was written to: read in full when the loader cannot take
+            the shortcut (another run came to be the last one meanwhile).
+    """
+
+    snapshot_id: int
+    digest: str
+    models: int
+    seen: int
+    path: Path
+
+
 @dataclass
 class SnapshotContent:
     """A snapshot's models and what is known of its completeness."""
@@ -200,6 +221,8 @@ class SnapshotContent:
     """Models a confirming listing saw (a sync that would remove models lists twice)."""
     usecases: dict[str, tuple[frozenset[str], bool]] = field(default_factory=dict)
     """What each usecase listing held, and whether it was complete."""
+    known: KnownSnapshot | None = None
+    """Set when ``models`` is empty because the listing memo recognised the listing."""
 
     @property
     def marks_removals(self) -> bool:

@@ -123,6 +123,11 @@ class Listing(Tally):
         per_page: Page size to ask for.
         public_only: Send ``public_only=true``.
         usecases: Send these as repeated ``usecases`` parameters.
+        known_pages: The page digests of a listing already checked and stored (the listing
+            memo, :mod:`etl.memo`). While each page is byte for byte that listing's page of
+            the same number, it is held unparsed; when the last one matches too, the walk ends
+            with :attr:`known` True and nothing parsed or counted. The first page that differs
+            has the held ones parsed and checked, in order, as if none had been held.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class Listing(Tally):
         per_page: int,
         public_only: bool = False,
         usecases: Sequence[str] = (),
+        known_pages: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.fetcher = fetcher
@@ -139,6 +145,9 @@ class Listing(Tally):
         self.per_page = per_page
         self.public_only = public_only
         self.usecases = usecases
+        self.known_pages = known_pages
+        self.known = False
+        self._previous: list[Any] | None = None
 
     @property
     def url(self) -> str:
@@ -153,8 +162,8 @@ class Listing(Tally):
         return params
 
     def __iter__(self) -> Iterator[Page]:
+        held: list[Fetched] = []
         page = 1
-        previous: list[Any] | None = None
         while True:
             limit = MAX_PAGES if self.expected_pages is None else self.expected_pages + PAGE_MARGIN
             if page > limit:
@@ -162,27 +171,49 @@ class Listing(Tally):
                     f"the API kept sending pages past page {page - 1} "
                     f"(meta.pages says {self.expected_pages}); stopped to avoid a loop"
                 )
-            fetched = self.fetcher.get_json(self.url, self.params(page))
-            where = f"GET {fetched.url}"
-            models, has_next, next_page = self.read(fetched.payload, where, page)
-            if page == 1:
-                self._check_page_count(len(models), where)
-            if models and models == previous:
-                raise InvalidResponseError(
-                    f"{where}: page {page} repeats page {page - 1}'s models "
-                    "(the API ignores the page asked for); stopped to avoid a loop"
-                )
-            previous = models
-            yield Page(page, models, fetched)
-            if not models:
-                return
-            if next_page is not None and next_page <= page:
-                raise InvalidResponseError(
-                    f"page {page}'s next link points back to page {next_page}: a pagination loop"
-                )
-            if not (has_next or page < (self.expected_pages or 0)):
+            matching = len(held) == page - 1 < len(self.known_pages)  # every page so far
+            known = self.known_pages[page - 1] if matching else None
+            fetched = self.fetcher.get_json(self.url, self.params(page), known)
+            if not fetched.parsed:
+                held.append(fetched)
+                if page == len(self.known_pages):  # the whole listing, byte for byte
+                    self.known = True
+                    self.pages = page
+                    yield from (Page(number, [], f) for number, f in enumerate(held, 1))
+                    return
+                page += 1
+                continue
+            for number, earlier in enumerate(held, 1):  # held pages are pages like any other
+                checked, more = self._take(number, self.fetcher.parse(earlier))
+                yield checked
+                if not more:  # cannot happen for the same bytes; stop where they say
+                    return
+            held = []
+            checked, more = self._take(page, fetched)
+            yield checked
+            if not more:
                 return
             page += 1
+
+    def _take(self, page: int, fetched: Fetched) -> tuple[Page, bool]:
+        """Checks and counts one parsed page; returns it and whether the listing goes on."""
+        where = f"GET {fetched.url}"
+        models, has_next, next_page = self.read(fetched.payload, where, page)
+        if page == 1:
+            self._check_page_count(len(models), where)
+        if models and models == self._previous:
+            raise InvalidResponseError(
+                f"{where}: page {page} repeats page {page - 1}'s models "
+                "(the API ignores the page asked for); stopped to avoid a loop"
+            )
+        self._previous = models
+        if not models:
+            return Page(page, models, fetched), False
+        if next_page is not None and next_page <= page:
+            raise InvalidResponseError(
+                f"page {page}'s next link points back to page {next_page}: a pagination loop"
+            )
+        return Page(page, models, fetched), bool(has_next or page < (self.expected_pages or 0))
 
     def _check_page_count(self, first_page: int, where: str) -> None:
         """Refuses a ``meta.pages`` that ``meta.total`` cannot fill at the first page's size.

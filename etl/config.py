@@ -68,6 +68,8 @@ class Settings:
         max_response_bytes: Largest response body accepted.
         run_timeout: Seconds the whole run may take before it fails (exit 4, nothing written).
         notify: Where to send change alerts (None: nowhere; always None on a dry run).
+        listing_memo: Let a listing byte for byte the last run's skip parsing
+            (:mod:`etl.memo`); False only where tests hold the memo to the plain path.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -88,6 +90,7 @@ class Settings:
     max_response_bytes: int = 50 * 1024 * 1024
     run_timeout: float = DEFAULT_RUN_TIMEOUT
     notify: Targets | None = field(default=None, repr=False)
+    listing_memo: bool = True
 
     @property
     def filtered(self) -> bool:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -40,7 +40,7 @@ from tenacity import (
 
 from etl import __version__
 from etl.errors import ApiUnavailableError, AuthError, InvalidResponseError
-from etl.pages import parse_page
+from etl.pages import page_digest, parse_page
 from etl.sanitize import visible
 
 log = logging.getLogger("etl.http")
@@ -213,6 +213,9 @@ class Fetched:
         payload: The body parsed as JSON.
         fetched_at: When the response arrived.
         model_hashes: One digest per element of ``payload["models"]`` (see :mod:`etl.pages`).
+        digest: The body's :func:`etl.pages.page_digest`.
+        parsed: False when the body was the one the caller said it knew (``payload`` is None
+            until :meth:`Fetcher.parse`).
     """
 
     url: str
@@ -221,6 +224,8 @@ class Fetched:
     payload: Any
     fetched_at: datetime
     model_hashes: list[str] | None = None
+    digest: str = ""
+    parsed: bool = True
 
 
 class _Session(requests.Session):
@@ -294,8 +299,16 @@ class Fetcher:
         self.requests = 0
         self.retries = 0
 
-    def get_json(self, url: str, params: Mapping[str, Any] | list[tuple[str, Any]]) -> Fetched:
+    def get_json(
+        self,
+        url: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]],
+        known: str | None = None,
+    ) -> Fetched:
         """GETs ``url`` with ``params`` and returns the parsed JSON, retrying transient failures.
+
+        A body whose digest is ``known`` is returned unparsed (``parsed`` False): the caller
+        knows what it holds, and parses it with :meth:`parse` only if it turns out to need it.
 
         Raises:
             AuthError: 401 or 403.
@@ -320,7 +333,7 @@ class Fetcher:
         shown = redact_url(f"{url}?{query}" if query else url)
         before = self.requests
         try:
-            return retrying(self._attempt, url, params, shown)
+            return retrying(self._attempt, url, params, shown, known)
         except TransientError as exc:
             attempts = self.requests - before
             raise ApiUnavailableError(
@@ -370,7 +383,11 @@ class Fetcher:
         )
 
     def _attempt(
-        self, url: str, params: Mapping[str, Any] | list[tuple[str, Any]], shown: str
+        self,
+        url: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]],
+        shown: str,
+        known: str | None,
     ) -> Fetched:
         run_left = self._run_left()
         if run_left <= 0:
@@ -402,12 +419,26 @@ class Fetcher:
             raise ApiUnavailableError(f"GET {shown}: HTTP {status}: {self._error_message(body)}")
         if status != 200:
             raise InvalidResponseError(f"GET {shown}: HTTP {status}: {self._error_message(body)}")
-        values = body.count(b":") + body.count(b",")
-        if values > MAX_JSON_VALUES:
-            raise InvalidResponseError(
-                f"GET {shown}: response holds more than {MAX_JSON_VALUES:,} JSON values "
-                f"({values:,} separators); refused unparsed"
-            )
+        fetched = Fetched(shown, status, body, None, datetime.now(UTC), None,
+                          page_digest(body), parsed=False)  # fmt: skip
+        return fetched if fetched.digest == known else self.parse(fetched)
+
+    def parse(self, fetched: Fetched) -> Fetched:
+        """``fetched`` with its body parsed (and each model's bytes digested).
+
+        Raises:
+            InvalidResponseError: The body is not JSON, or holds too many values to parse.
+        """
+        if fetched.parsed:
+            return fetched
+        body, shown = fetched.body, fetched.url
+        if len(body) > MAX_JSON_VALUES:  # each value but the first takes a separator byte
+            values = body.count(b":") + body.count(b",")
+            if values > MAX_JSON_VALUES:
+                raise InvalidResponseError(
+                    f"GET {shown}: response holds more than {MAX_JSON_VALUES:,} JSON values "
+                    f"({values:,} separators); refused unparsed"
+                )
         try:
             payload, hashes = parse_page(body)
         except (ValueError, UnicodeDecodeError):
@@ -415,7 +446,7 @@ class Fetcher:
             raise InvalidResponseError(f"GET {shown}: not JSON: {start!r}") from None
         except RecursionError:  # json.loads recurses once per level of nesting
             raise InvalidResponseError(f"GET {shown}: JSON nested too deeply to parse") from None
-        return Fetched(shown, status, body, payload, datetime.now(UTC), hashes)
+        return replace(fetched, payload=payload, model_hashes=hashes, parsed=True)
 
     def _exchange(
         self,

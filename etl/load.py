@@ -23,12 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl import schema
-from etl.archive import SnapshotContent
+from etl.archive import KnownSnapshot, SnapshotContent, read_snapshot
 from etl.errors import InvalidResponseError
 from etl.observe import (
     Contents,
     NothingStorable,
     Received,
+    StoredSnapshot,
     Warnings,
     chunks,
     observed_run,
@@ -534,6 +535,8 @@ class Loaded:
         unstorable: Models listed that could not be stored (the run marks no removals).
         marks_removals: Whether the run marked missing models removed.
         warnings: Bad values and unstorable models it met.
+        snapshot_id: The stored snapshot it holds (None when skipped).
+        digest: That snapshot's digest.
     """
 
     run_id: int
@@ -543,6 +546,8 @@ class Loaded:
     unstorable: int = 0
     marks_removals: bool = False
     warnings: int = 0
+    snapshot_id: int | None = None
+    digest: str | None = None
 
 
 class Refused(InvalidResponseError):
@@ -601,34 +606,29 @@ class Loader:
                 f"{source}: observed at {format_instant(observed_at)}, after now "
                 f"({format_instant(now)}); refused (check the file's name or --as-of)"
             )
-        received = receive(content.models, content.hashes, frozenset(content.confirmed))
-        for model, _ in received.models.values():
-            if not model.keys() <= KNOWN_FIELDS:
-                self.warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
-        if content.models and not received.models:
-            raise Refused(f"{source}: no model in it has a usable uuid; refused")
+        known = content.known
+        if known is not None and not self._follows(known, observed_at):
+            content = read_snapshot(known.path)  # parse what the memo stood for after all
+            known = None
         before = self.warnings.count
-        for model in received.unidentified:
-            shown = str(model.get("id") if isinstance(model, dict) else model)[:60]
-            self.warnings.model(None, f"model without a usable uuid (id {shown!r})")
-        marks = content.marks_removals and not received.unidentified and bool(received.models)
-        same = self._same_instant(observed_at, received, marks, source)
-        if same is not None:
-            return same
-        try:
-            stored = save_snapshot(self.conn, received, self.warnings, self.contents)
-        except NothingStorable as exc:
-            raise Refused(f"{source}: {exc}; refused") from None
+        if known is not None:  # the last run's snapshot again, byte for byte
+            digest, marks, seen = known.digest, True, known.seen
+            stored = StoredSnapshot(known.snapshot_id, known.models, 0, 0)
+        else:
+            stored_or_same = self._store(content, observed_at, source)
+            if isinstance(stored_or_same, Loaded):
+                return stored_or_same
+            stored, digest, marks = stored_or_same
+            seen = len(content.tally.uuids)
         warnings = self.warnings.count - before
-        marks = marks and stored.unstorable == 0
         values = {
             "status": "succeeded",
             "finished_at": datetime.now(UTC),
             "observed_at": observed_at,
             "complete": marks,
             "pages": content.pages,
-            "models_seen": len(content.tally.uuids),
-            "snapshot_hash": received.digest,
+            "models_seen": seen,
+            "snapshot_hash": digest,
             "snapshot_id": stored.snapshot_id,
             "warnings": warnings,
             "source": source if mode == "backfill" else None,
@@ -645,10 +645,49 @@ class Loader:
         finish_run(self.conn, run_id, **values)
         if content.usecases:
             save_usecases(self.conn, run_id, content.usecases)
-        loaded = Loaded(run_id, False, Counts(), stored.models, stored.unstorable, marks, warnings)
-        self._fold(loaded, observed_at, stored.snapshot_id, content)
+        loaded = Loaded(run_id, False, Counts(), stored.models, stored.unstorable, marks, warnings,
+                        stored.snapshot_id, digest)  # fmt: skip
+        self._fold(loaded, observed_at, stored.snapshot_id, content, seen)
         self.loaded.append(loaded)
         return loaded
+
+    def _follows(self, known: KnownSnapshot, observed_at: datetime) -> bool:
+        """Whether a run of ``known`` at ``observed_at`` simply follows the last run, which
+        holds the same snapshot (what the listing memo was read for)."""
+        return (
+            not self.stale
+            and self.last is not None
+            and self.last[2] == known.snapshot_id
+            and observed_at > self.last[0]
+        )
+
+    def _store(
+        self, content: SnapshotContent, observed_at: datetime, source: str
+    ) -> tuple[StoredSnapshot, str, bool] | Loaded:
+        """Stores the snapshot's new contents and its member list.
+
+        Returns:
+            The stored snapshot, its digest and whether the run marks removals; or the run
+            that had loaded the same snapshot at the same instant.
+        """
+        received = receive(content.models, content.hashes, frozenset(content.confirmed))
+        for model, _ in received.models.values():
+            if not model.keys() <= KNOWN_FIELDS:
+                self.warnings.unknown_fields(frozenset(model.keys() - KNOWN_FIELDS))
+        if content.models and not received.models:
+            raise Refused(f"{source}: no model in it has a usable uuid; refused")
+        for model in received.unidentified:
+            shown = str(model.get("id") if isinstance(model, dict) else model)[:60]
+            self.warnings.model(None, f"model without a usable uuid (id {shown!r})")
+        marks = content.marks_removals and not received.unidentified and bool(received.models)
+        same = self._same_instant(observed_at, received, marks, source)
+        if same is not None:
+            return same
+        try:
+            stored = save_snapshot(self.conn, received, self.warnings, self.contents)
+        except NothingStorable as exc:
+            raise Refused(f"{source}: {exc}; refused") from None
+        return stored, received.digest, marks and stored.unstorable == 0
 
     def _same_instant(
         self, observed_at: datetime, received: Received, marks: bool, source: str
@@ -690,7 +729,12 @@ class Loader:
         )
 
     def _fold(
-        self, loaded: Loaded, observed_at: datetime, snapshot_id: int, content: SnapshotContent
+        self,
+        loaded: Loaded,
+        observed_at: datetime,
+        snapshot_id: int,
+        content: SnapshotContent,
+        seen: int,
     ) -> None:
         position = (observed_at, loaded.run_id)
         in_order = self.last is None or position > self.last[:2]
@@ -706,7 +750,7 @@ class Loader:
                 and not (content.confirmed or content.usecases)
                 and self._present() == loaded.models
             ):
-                loaded.counts = Counts(unchanged=len(content.tally.uuids))  # the same catalog again
+                loaded.counts = Counts(unchanged=seen)  # the same catalog again
                 self._save(loaded)
                 return
             state = load_state(self.conn, self.contents)

@@ -25,6 +25,11 @@ def raw_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def page_digest(body: bytes) -> str:
+    """The digest of a whole response body: equal for the same bytes (the listing memo's key)."""
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
 def snapshot_pairs(
     models: Sequence[Any], raw_hashes: Sequence[str | None] | None
 ) -> Iterator[tuple[str, str]]:

@@ -20,13 +20,14 @@ from etl.archive import (
     MAX_FILE_BYTES,
     ArchiveWriter,
     BadSnapshot,
+    KnownSnapshot,
     Snapshot,
     SnapshotContent,
     SnapshotReader,
     date_snapshot,
     find_files,
 )
-from etl.client import Listing
+from etl.client import Listing, Tally
 from etl.config import USECASES, Settings
 from etl.errors import (
     CatalogShiftedError,
@@ -50,6 +51,7 @@ from etl.load import (
     verify,
 )
 from etl.lock import RunLock, mark_abandoned, run_lock
+from etl.memo import ListingMemo, read_memo, save_memo
 from etl.output import plural
 from etl.pages import cycle_collector_paused
 from etl.sanitize import stored_error
@@ -136,6 +138,7 @@ def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> Sync
             _writer_lock(engine, settings.dry_run) as lock,
         ):
             run_id = None
+            memo = None
             with _database_errors(engine):
                 if lock is None:  # a dry run
                     present = _present_models(engine) if db.check_schema(engine) else set()
@@ -147,14 +150,15 @@ def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> Sync
                             conn, mode="sync", filters=settings.filters(), started_at=started_at
                         )
                     present = _present_models(engine)
+                    memo = _read_memo(engine, settings, len(present))
             try:
                 with _snapshot_file(settings, started_at, run_id) as archive:
                     phase = time.monotonic()
-                    listing = _fetch(settings, fetcher, archive, present)
+                    listing = _fetch(settings, fetcher, archive, present, memo)
                     log.debug("phase fetch: %.3fs", time.monotonic() - phase)
                     phase = time.monotonic()
                     archive.close()
-                    content = _read_fetched(archive)
+                    content = _read_fetched(archive, listing, memo)
                     log.debug("phase read snapshot: %.3fs", time.monotonic() - phase)
                     phase = time.monotonic()
                     extra = {
@@ -165,6 +169,7 @@ def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> Sync
                     loaded = _load_one(
                         engine, lock, committed, content, listing.observed_at,
                         f"sync run {run_id}", run_id, started_at, extra, settings.notify,
+                        (settings.per_page, listing.digests) if memo_kept(settings) else None,
                     )  # fmt: skip
                     log.debug("phase load and commit: %.3fs", time.monotonic() - phase)
                     if settings.archive_dir and lock is not None:
@@ -190,7 +195,7 @@ def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> Sync
             requests=fetcher.requests,
             retries=fetcher.retries,
             pages=listing.pages,
-            models_seen=len(listing.uuids),
+            models_seen=listing.seen,
             duration_s=round(time.monotonic() - started, 3),
             warnings=loaded.warnings,
             **asdict(loaded.counts),
@@ -229,25 +234,62 @@ def _snapshot_file(
             archive.discard()
 
 
+def memo_kept(settings: Settings) -> bool:
+    """Whether the sync reads and keeps the listing memo (:mod:`etl.memo`): plain listings
+    only, and never on a dry run (which writes nothing)."""
+    return (
+        settings.listing_memo
+        and not settings.filtered
+        and not settings.with_usecases
+        and not settings.dry_run
+    )
+
+
+def _read_memo(engine: Engine, settings: Settings, present: int) -> ListingMemo | None:
+    if not memo_kept(settings):
+        return None
+    with engine.connect() as conn:
+        return read_memo(conn, settings.per_page, present)
+
+
 @dataclass
 class _Fetched:
     observed_at: datetime
     pages: int
-    uuids: set[str]
+    seen: int
+    digests: list[str]
+    """Each page's digest, in order (the main listing's, not a confirming or usecase one)."""
+    known: bool = False
+    """True when every page was the listing memo's."""
 
 
 def _fetch(
-    settings: Settings, fetcher: Fetcher, archive: ArchiveWriter, present: set[str]
+    settings: Settings,
+    fetcher: Fetcher,
+    archive: ArchiveWriter,
+    present: set[str],
+    memo: ListingMemo | None,
 ) -> _Fetched:
     """Lists the catalog into ``archive``: a listing that holds still, a confirming listing
-    when models we hold present are missing from it, and the usecase listings."""
+    when models we hold present are missing from it, and the usecase listings. A listing
+    whose pages are all the memo's is that snapshot again: nothing of it is checked twice."""
     for attempt in range(1, settings.list_attempts + 1):
-        listing = _listing(settings, fetcher)
+        listing = _listing(settings, fetcher, memo)
         observed_at: datetime | None = None
+        digests = []
         for page in listing:
             observed_at = observed_at or page.fetched.fetched_at
+            digests.append(page.fetched.digest)
             archive.write(page.fetched)
         assert observed_at is not None, "a listing has at least one page"
+        if listing.known:
+            assert memo is not None
+            log.debug(
+                "listing: %s as run %d listed them; not parsed again",
+                plural(listing.pages, "page"),
+                memo.run_id,
+            )
+            return _Fetched(observed_at, listing.pages, memo.seen, digests, known=True)
         if listing.inconsistency or listing.duplicates:
             reason = listing.inconsistency or f"{listing.duplicates} models appeared twice"
             archive.restart()
@@ -280,25 +322,34 @@ def _fetch(
                 members = Listing(fetcher, settings.api_url, settings.per_page, usecases=(usecase,))
                 for page in members:
                     archive.write(page.fetched)
-        return _Fetched(observed_at, listing.pages, listing.uuids)
+        return _Fetched(observed_at, listing.pages, len(listing.uuids), digests)
     raise AssertionError("unreachable: list_attempts >= 1")
 
 
-def _read_fetched(archive: ArchiveWriter) -> SnapshotContent:
-    """The snapshot a sync just wrote, as a backfill of the file reads it."""
+def _read_fetched(
+    archive: ArchiveWriter, listing: _Fetched, memo: ListingMemo | None
+) -> SnapshotContent:
+    """The snapshot a sync just wrote, as a backfill of the file reads it; or, for a listing
+    the memo recognised, the stored snapshot it stands for."""
+    if listing.known:
+        assert memo is not None
+        known = KnownSnapshot(memo.snapshot_id, memo.digest, memo.models, memo.seen,
+                              archive.partial)  # fmt: skip
+        return SnapshotContent([], Tally(), pages=listing.pages, known_complete=True, known=known)
     try:
         return archive.content()
     except BadSnapshot as exc:  # the listing checked each page: this is not expected
         raise InvalidResponseError(f"the fetched snapshot is unusable: {exc}") from None
 
 
-def _listing(settings: Settings, fetcher: Fetcher) -> Listing:
+def _listing(settings: Settings, fetcher: Fetcher, memo: ListingMemo | None) -> Listing:
     return Listing(
         fetcher,
         settings.api_url,
         settings.per_page,
         public_only=settings.public_only,
         usecases=settings.usecases,
+        known_pages=memo.pages if memo is not None else (),
     )
 
 
@@ -313,6 +364,7 @@ def _load_one(
     started_at: datetime,
     extra: dict[str, Any],
     alerts: notify.Targets | None,
+    listed: tuple[int, list[str]] | None = None,
 ) -> Loaded:
     """Loads a sync's snapshot in one transaction on the run lock's connection (a dry run's
     is rolled back).
@@ -320,6 +372,8 @@ def _load_one(
     Args:
         committed: Where the commit's signal deferral goes: from just before the commit until
             the run ends, a signal cannot turn a committed run into an interrupted one.
+        listed: The listing's page size and page digests, kept as the listing memo when the
+            listing qualifies (None: the memo is not kept).
     """
     with _database_errors(engine), _transaction(engine, lock) as conn:
         if lock is None and not db.check_schema(engine):  # a dry run on a new database
@@ -336,10 +390,30 @@ def _load_one(
         )
         loader.finish()
         if lock is not None:
+            if listed is not None and _memoisable(loaded, content, loader):
+                assert loaded.snapshot_id is not None and loaded.digest is not None
+                per_page, pages = listed
+                memo = ListingMemo(loaded.run_id, loaded.snapshot_id, loaded.digest, loaded.models,
+                                   len(content.tally.uuids), per_page, tuple(pages))  # fmt: skip
+                save_memo(conn, memo)
             if not loaded.skipped:  # the run's alerts commit with its changes
                 notify.enqueue_run(conn, loaded.run_id, alerts)
             committed.reached()
     return loaded
+
+
+def _memoisable(loaded: Loaded, content: SnapshotContent, loader: Loader) -> bool:
+    """Whether a sync's listing may stand for its snapshot next time: complete, unfiltered,
+    every model stored, no confirming listing, and no field the spec lacks (whose warning a
+    parsed listing logs on every run)."""
+    return (
+        content.known is None
+        and not loaded.skipped
+        and loaded.marks_removals
+        and not content.confirmed
+        and not content.usecases
+        and not loader.warnings.drift
+    )
 
 
 @contextmanager
