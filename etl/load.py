@@ -424,24 +424,36 @@ def json_text(value: Any) -> str | None:
 
 def load_state(conn: Connection, contents: Contents) -> State:
     """The fold's state as the tables hold it after the last run loaded (but for
-    ``last_snapshot``, which the caller knows)."""
+    ``last_snapshot``, which the caller knows). Each model's content is read with it into
+    ``contents``: a run that follows mostly holds the same contents again."""
     state = State()
     models, stored = schema.models, schema.observed_contents
     query = sa.select(
-        models.c.uuid, stored.c.content_id, models.c.first_seen_at, models.c.removed_at
+        models.c.uuid, models.c.first_seen_at, models.c.removed_at, *contents.light_columns
     ).join(stored, stored.c.raw_hash == models.c.raw_hash)
-    for uuid, content_id, first_seen, removed in conn.execute(query):
+    for row in conn.execute(query):
+        uuid, first_seen, removed = row[:3]
+        content_id = contents.keep(row[3:]).content_id
         state.models[uuid] = ModelState(content_id, removed is None, first_seen, removed)
     for row in conn.execute(sa.select(schema.agreements)):
         values = (row.name, row.description, row.url)
         state.agreements[row.uuid] = AgreementState(values, row.first_seen_at)
-    versions = schema.model_versions
-    query = sa.select(versions.c.model_uuid, versions.c.major, versions.c.minor, versions.c.patch)
-    state.versions = {tuple(row) for row in conn.execute(query)}
     usecases = schema.model_usecases
     query = sa.select(usecases).where(usecases.c.removed_at.is_(None))
     state.usecases = {(r.model_uuid, r.usecase): r.first_seen_at for r in conn.execute(query)}
     return state
+
+
+def read_versions(conn: Connection, state: State, uuids: Iterable[str], read: set[str]) -> None:
+    """Adds to ``state.versions`` the stored versions of the models in ``uuids`` not in
+    ``read`` (which it extends): the fold asks only of the models whose history row opens."""
+    wanted = sorted(set(uuids) - read)
+    read.update(wanted)
+    versions = schema.model_versions
+    columns = (versions.c.model_uuid, versions.c.major, versions.c.minor, versions.c.patch)
+    for part in chunks(wanted):
+        query = sa.select(*columns).where(versions.c.model_uuid.in_(part))
+        state.versions.update(tuple(row) for row in conn.execute(query))
 
 
 def last_run(conn: Connection) -> tuple[datetime, int, int | None] | None:
@@ -571,6 +583,9 @@ class Loader:
         # there is nothing to derive, and the first run appends to empty tables.
         self.stale = self.last is not None and projection_version(conn) != PROJECTION_VERSION
         self.projector: Projector | None = None
+        self.state: State | None = None
+        self.versions_read: set[str] = set()
+        """Models whose stored versions ``state.versions`` holds (see :func:`read_versions`)."""
         self.loaded: list[Loaded] = []
         self.warnings = Warnings()
 
@@ -683,6 +698,10 @@ class Loader:
         same = self._same_instant(observed_at, received, marks, source)
         if same is not None:
             return same
+        if self.projector is None and self._appends(observed_at):
+            # the fold will read the state: read it now, and with it the contents the
+            # models hold, which the new snapshot mostly holds again
+            self._read_state()
         try:
             stored = save_snapshot(self.conn, received, self.warnings, self.contents)
         except NothingStorable as exc:
@@ -728,6 +747,15 @@ class Loader:
             for uuid, content_id in members.items()
         )
 
+    def _appends(self, observed_at: datetime) -> bool:
+        """Whether a run observed then is folded onto the tables (not derived again)."""
+        return not self.stale and (self.last is None or observed_at > self.last[0])
+
+    def _read_state(self) -> State:
+        if self.state is None:
+            self.state = load_state(self.conn, self.contents)
+        return self.state
+
     def _fold(
         self,
         loaded: Loaded,
@@ -753,10 +781,18 @@ class Loader:
                 loaded.counts = Counts(unchanged=seen)  # the same catalog again
                 self._save(loaded)
                 return
-            state = load_state(self.conn, self.contents)
+            state = self._read_state()
             state.last_snapshot = None if previous is None else previous[2]
             self.projector = Projector(self.conn, self.contents, state, fresh=False)
         members = snapshot_members(self.conn, self.contents, snapshot_id)
+        models = self.projector.state.models
+        opening = (  # the models whose history row may open: the fold checks their versions
+            uuid
+            for uuid, content_id in members[0].items()
+            if uuid not in models or models[uuid].content_id != content_id
+            or not models[uuid].present
+        )  # fmt: skip
+        read_versions(self.conn, self.projector.state, opening, self.versions_read)
         runs = schema.sync_runs
         row = self.conn.execute(
             sa.select(

@@ -7,6 +7,7 @@ run that saw the same catalog. :class:`Contents` reads contents back for :mod:`e
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from etl import schema
 from etl.pages import raw_hash
-from etl.project import Content, Run
+from etl.project import AgreementValues, Content, Run
 from etl.transform import BadModel, FlatModel, flatten, snapshot_digest
 
 log = logging.getLogger("etl.observe")
@@ -130,7 +131,7 @@ def save_snapshot(
     if found is not None:
         return StoredSnapshot(found.snapshot_id, found.models, found.unstorable, 0)
     keys = [key for _, key in received.models.values()]
-    ids = _content_ids(conn, keys)
+    ids = _content_ids(conn, keys, contents)
     rows: list[dict[str, Any]] = []
     flats: dict[str, FlatModel] = {}
     unstorable = len(received.unidentified)
@@ -188,9 +189,15 @@ def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
     }
 
 
-def _content_ids(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+def _content_ids(
+    conn: Connection, keys: Sequence[str], contents: Contents | None = None
+) -> dict[str, int]:
+    """The content id of each key stored (those ``contents`` has read are not asked for)."""
     table = schema.observed_contents
     found: dict[str, int] = {}
+    if contents is not None:
+        found = contents.known_ids(keys)
+        keys = [key for key in keys if key not in found]
     for part in chunks(keys):
         query = sa.select(table.c.raw_hash, table.c.content_id).where(table.c.raw_hash.in_(part))
         found.update((key, content_id) for key, content_id in conn.execute(query))
@@ -221,9 +228,17 @@ class Contents:
     whose fields are compared or whose rows are written.
     """
 
+    light_columns = tuple(
+        schema.observed_contents.c[name]
+        for name in ("content_id", "raw_hash", "model_uuid", "content_hash", "version_major",
+                     "version_minor", "version_patch", "agreement")
+    )  # fmt: skip
+    """The columns :meth:`keep` reads a content from, in its order: all but ``raw``."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._light: dict[int, Content] = {}
+        self._ids: dict[str, int] = {}
         self._raw: dict[int, Any] = {}
         self._flat: dict[int, FlatModel] = {}
 
@@ -238,10 +253,23 @@ class Contents:
         """Reads the light columns of every content in ``ids`` not read yet."""
         missing = sorted({i for i in ids if i not in self._light})
         table = schema.observed_contents
-        columns = [c for c in table.c if c.name != "raw"]
         for part in chunks(missing):
-            for row in self.conn.execute(sa.select(*columns).where(table.c.content_id.in_(part))):
-                self._light[row.content_id] = _content(row)
+            query = sa.select(*self.light_columns).where(table.c.content_id.in_(part))
+            for row in self.conn.execute(query):
+                self.keep(row)
+
+    def keep(self, row: Sequence[Any]) -> Content:
+        """Keeps a content read as :attr:`light_columns`, in their order."""
+        found = self._light.get(row[0])
+        if found is None:
+            found = self._light[row[0]] = _content(row)
+            self._ids[found.raw_hash] = found.content_id
+        return found
+
+    def known_ids(self, keys: Sequence[str]) -> dict[str, int]:
+        """The content id of each of ``keys`` among the contents read so far."""
+        ids = self._ids
+        return {key: ids[key] for key in keys if key in ids}
 
     def raw(self, content_id: int) -> Any:
         """The model as received, for this content."""
@@ -274,19 +302,20 @@ class Contents:
         self._flat.clear()
 
 
-def _content(row: Any) -> Content:
-    agreement = None
-    if row.agreement is not None:
-        uuid, name, description, url = json.loads(row.agreement)
-        agreement = (uuid, (name, description, url))
+def _content(row: Sequence[Any]) -> Content:
+    content_id, raw_hash, uuid, content_hash, major, minor, patch, agreement = row
     return Content(
-        content_id=row.content_id,
-        uuid=row.model_uuid,
-        content_hash=row.content_hash,
-        raw_hash=row.raw_hash,
-        version=(row.version_major, row.version_minor, row.version_patch),
-        agreement=agreement,
-    )
+        content_id, uuid, content_hash, raw_hash, (major, minor, patch),
+        None if agreement is None else _agreement(agreement),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _agreement(text: str) -> tuple[str, AgreementValues]:
+    """An ``agreement`` column's (uuid, (name, description, url)): a catalog's models share a
+    few agreements, so the same text comes back thousands of times a run."""
+    uuid, name, description, url = json.loads(text)
+    return uuid, (name, description, url)
 
 
 _runs = schema.sync_runs
