@@ -119,7 +119,9 @@ class ArchiveWriter:
         body = fetched.body.strip()
         hashes = fetched.model_hashes
         if b"\n" in body or b"\r" in body:
-            body = json.dumps(fetched.payload, separators=(",", ":")).encode()
+            # a page the listing memo recognised is not parsed yet (the same bytes were JSON)
+            payload = fetched.payload if fetched.parsed else json.loads(fetched.body)
+            body = json.dumps(payload, separators=(",", ":")).encode()
             hashes = None  # the file holds other bytes: each model's digest is of its JSON
         self.records.append(({**head, "body": fetched.payload}, hashes))
         assert self._file is not None

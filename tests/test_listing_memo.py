@@ -23,12 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl import db, schema
+from etl.archive import read_snapshot
 from etl.config import Settings
 from etl.load import verify
 from etl.pipeline import run_backfill, run_sync
 from tests.catalog import make_catalog
 from tests.conftest import TOKEN, table_rows
-from tests.fakeapi import FakeApi
+from tests.fakeapi import FakeApi, Fault
 from tests.test_backfill import COMPARED, RUN_COLUMNS, SURROGATE
 
 BASE = make_catalog(6, seed=11)
@@ -304,3 +305,23 @@ def test_the_memo_gives_the_plain_tables_on_every_dialect(
         if rng.random() < 0.5:
             steps.append(("backfill", (versions, set(range(6)), 0.0)))
     assert_memo_gives_the_plain_tables(steps, db_url, api)
+
+
+def test_a_pretty_printed_listing_recognised_by_the_memo_is_archived_whole(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive writes a body with line breaks as its JSON on one line: a page the memo
+    recognised, left unparsed, must still be archived with its models."""
+    models = catalog({})
+    body = json.dumps({"models": models, "links": {}, "meta": {"total": 6, "pages": 1}}, indent=2)
+    archive = tmp_path / "archive"
+    with FakeApi(models=models, token=TOKEN) as api:
+        api.faults.append(Fault(body=body, times=2))
+        sync(db_url, api, per_page=200, archive_dir=str(archive))
+        calls = parsed_pages(monkeypatch)
+        sync(db_url, api, per_page=200, archive_dir=str(archive))
+    assert calls == []  # the memo recognised the page
+    files = sorted(archive.rglob("*.jsonl.gz"))
+    assert len(files) == 2
+    for path in files:
+        assert [m["uuid"] for m in read_snapshot(path).models] == [m["uuid"] for m in models]
