@@ -432,7 +432,7 @@ class Fetcher:
         if fetched.parsed:
             return fetched
         body, shown = fetched.body, fetched.url
-        if len(body) > MAX_JSON_VALUES:  # each value but the first takes a separator byte
+        if len(body) > MAX_JSON_VALUES:  # a shorter body cannot hold that many separators
             values = body.count(b":") + body.count(b",")
             if values > MAX_JSON_VALUES:
                 raise InvalidResponseError(

@@ -670,10 +670,9 @@ class Loader:
         """Whether a run of ``known`` at ``observed_at`` simply follows the last run, which
         holds the same snapshot (what the listing memo was read for)."""
         return (
-            not self.stale
+            self._appends(observed_at)
             and self.last is not None
             and self.last[2] == known.snapshot_id
-            and observed_at > self.last[0]
         )
 
     def _store(

@@ -169,7 +169,7 @@ def _run_sync(settings: Settings, sleep: Callable[[float], None] | None) -> Sync
                     loaded = _load_one(
                         engine, lock, committed, content, listing.observed_at,
                         f"sync run {run_id}", run_id, started_at, extra, settings.notify,
-                        (settings.per_page, listing.digests) if memo_kept(settings) else None,
+                        (settings.per_page, listing.digests) if _memo_kept(settings) else None,
                     )  # fmt: skip
                     log.debug("phase load and commit: %.3fs", time.monotonic() - phase)
                     if settings.archive_dir and lock is not None:
@@ -234,7 +234,7 @@ def _snapshot_file(
             archive.discard()
 
 
-def memo_kept(settings: Settings) -> bool:
+def _memo_kept(settings: Settings) -> bool:
     """Whether the sync reads and keeps the listing memo (:mod:`etl.memo`): plain listings
     only, and never on a dry run (which writes nothing)."""
     return (
@@ -246,7 +246,7 @@ def memo_kept(settings: Settings) -> bool:
 
 
 def _read_memo(engine: Engine, settings: Settings, present: int) -> ListingMemo | None:
-    if not memo_kept(settings):
+    if not _memo_kept(settings):
         return None
     with engine.connect() as conn:
         return read_memo(conn, settings.per_page, present)
