@@ -343,6 +343,7 @@ class Projector:
 
     def table_rows(self, rows: _Rows) -> dict[sa.Table, list[dict[str, Any]]]:
         """The rows to write for what is queued, by table, parents first."""
+        read_first_seen(self.conn, self.state, rows.models)
         found: dict[sa.Table, list[dict[str, Any]]] = {
             schema.agreements: [self._agreement_row(uuid) for uuid in sorted(rows.agreements)],
             schema.models: [self._model_row(uuid) for uuid in sorted(rows.models)],
@@ -428,13 +429,13 @@ def load_state(conn: Connection, contents: Contents) -> State:
     ``contents``: a run that follows mostly holds the same contents again."""
     state = State()
     models, stored = schema.models, schema.observed_contents
-    query = sa.select(
-        models.c.uuid, models.c.first_seen_at, models.c.removed_at, *contents.light_columns
-    ).join(stored, stored.c.raw_hash == models.c.raw_hash)
+    query = sa.select(models.c.uuid, models.c.removed_at, *contents.light_columns).join(
+        stored, stored.c.raw_hash == models.c.raw_hash
+    )
     for row in conn.execute(query):
-        uuid, first_seen, removed = row[:3]
-        content_id = contents.keep(row[3:]).content_id
-        state.models[uuid] = ModelState(content_id, removed is None, first_seen, removed)
+        uuid, removed = row[:2]
+        content_id = contents.keep(row[2:]).content_id
+        state.models[uuid] = ModelState(content_id, removed is None, None, removed)
     for row in conn.execute(sa.select(schema.agreements)):
         values = (row.name, row.description, row.url)
         state.agreements[row.uuid] = AgreementState(values, row.first_seen_at)
@@ -442,6 +443,17 @@ def load_state(conn: Connection, contents: Contents) -> State:
     query = sa.select(usecases).where(usecases.c.removed_at.is_(None))
     state.usecases = {(r.model_uuid, r.usecase): r.first_seen_at for r in conn.execute(query)}
     return state
+
+
+def read_first_seen(conn: Connection, state: State, uuids: Iterable[str]) -> None:
+    """Fills in ``first_seen_at`` of the models in ``uuids`` that :func:`load_state` left
+    unread (None)."""
+    wanted = sorted(uuid for uuid in uuids if state.models[uuid].first_seen_at is None)
+    models = schema.models
+    for part in chunks(wanted):
+        query = sa.select(models.c.uuid, models.c.first_seen_at).where(models.c.uuid.in_(part))
+        for uuid, first_seen in conn.execute(query):
+            state.models[uuid].first_seen_at = first_seen
 
 
 def read_versions(conn: Connection, state: State, uuids: Iterable[str], read: set[str]) -> None:

@@ -29,7 +29,9 @@ from etl import schema
 from etl.load import PROJECTION_VERSION, last_run, projection_version, upsert
 
 NAME = "listing"
-FORMAT = 1
+FORMAT = 2
+"""Bumped when the memo's meaning changes (2: page digests are SHA-256): an older memo is
+ignored, and the next listing is parsed in full."""
 MAX_PAGES = 1000
 """Listings longer than this are not memoised: ``etl_state.value`` is a TEXT (64 KB on
 MariaDB) and a page takes 35 bytes of it."""

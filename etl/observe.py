@@ -65,7 +65,7 @@ class Received:
     unidentified: list[Any]
     also_present: frozenset[str] = frozenset()
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """Identifies the snapshot: equal for the same models sent the same way."""
         pairs = [(uuid, key) for uuid, (_, key) in self.models.items()]

@@ -92,13 +92,17 @@ class Run:
     seen: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelState:
-    """A model as the fold has it after the runs so far."""
+    """A model as the fold has it after the runs so far.
+
+    ``first_seen_at`` is None only in a state read from the tables (:func:`etl.load.load_state`):
+    it never changes once set, so the loader reads it only for the rows a run rewrites.
+    """
 
     content_id: int
     present: bool
-    first_seen_at: datetime
+    first_seen_at: datetime | None
     removed_at: datetime | None = None
 
 
@@ -254,8 +258,10 @@ def _open(
 
 def _fold_agreements(state: State, run: Run, contents: ContentSource, effects: Effects) -> None:
     chosen: dict[str, AgreementValues] = {}
-    for content_id in run.members.values():
-        agreement = contents[content_id].agreement
+    # A catalog's models share a few agreements: each distinct one is compared once. Their
+    # order does not matter: _order is one-to-one on what flatten gives (no empty text).
+    carried = {contents[content_id].agreement for content_id in run.members.values()}
+    for agreement in carried:
         if agreement is None:
             continue
         uuid, values = agreement

@@ -186,7 +186,12 @@ models = sa.Table(
     sa.Column("raw_hash", sa.String(32)),
     sa.Column("first_seen_at", UTCDateTime, nullable=False),
     sa.Column("removed_at", UTCDateTime),
+    sa.Index("ix_models_state", "removed_at", "uuid", "raw_hash"),
 )
+"""The catalog now: one row per model ever seen (``removed_at`` set once it left).
+
+``ix_models_state`` holds what a sync reads of every model before it loads (which models are
+present, with which bytes): the read never walks the wide rows and their ``raw``."""
 
 AS_OF_OUTPUT = (
     "model_uuid", "version_major", "version_minor", "version_patch", "id", "name", "provider",

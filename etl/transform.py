@@ -546,16 +546,20 @@ def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) ->
 def _differ_in_type(old: Any, new: Any) -> bool:
     """Whether two values Python calls equal differ in the content hash: ``1`` and ``true``
     (or such a pair inside a list or an object). Normalised numbers are ints or floats by
-    value already."""
-    if type(old) is type(new) and not isinstance(old, list | dict):
-        return False
-    return canonical_json(old) != canonical_json(new)
+    value already. Walked rather than serialised: equal values have the same keys and
+    lengths, so only the types of their leaves can tell them apart."""
+    kind = type(old)
+    if kind is not type(new):
+        return True
+    if kind is dict:
+        return any(_differ_in_type(value, new[key]) for key, value in old.items())
+    if kind is list:
+        return any(map(_differ_in_type, old, new))
+    return False
 
 
 def snapshot_digest(models: Iterable[tuple[str, str]]) -> str:
     """A digest of a whole snapshot from its (uuid, content hash) pairs, in any order."""
-    digest = hashlib.sha256()
-    for uuid, content in sorted(models):
-        # surrogatepass: a listed uuid may hold half a surrogate pair (the model is skipped)
-        digest.update(f"{uuid}={content};".encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+    text = "".join([f"{uuid}={content};" for uuid, content in sorted(models)])
+    # surrogatepass: a listed uuid may hold half a surrogate pair (the model is skipped)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl import db, schema
+from etl import memo as memo_module
 from etl.archive import read_snapshot
 from etl.config import Settings
 from etl.load import verify
@@ -147,6 +149,35 @@ def test_an_unchanged_catalog_is_not_parsed_again(
         assert runs[1]["complete"] and runs[1]["pages"] == 3 and runs[1]["models_seen"] == 6
     finally:
         engine.dispose()
+
+
+def test_a_memo_of_an_older_format_is_ignored(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Format 1 held BLAKE2b page digests: matching them against SHA-256 ones would never hit,
+    # but a format that changes what a digest means must not be trusted either way.
+    with FakeApi(models=catalog({}), token=TOKEN) as api:
+        sync(db_url, api, per_page=2)
+        engine = db.create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                table = schema.etl_state
+                value = json.loads(
+                    conn.execute(
+                        sa.select(table.c.value).where(table.c.name == "listing")
+                    ).scalar_one()
+                )
+                assert value["format"] == memo_module.FORMAT
+                value["format"] = memo_module.FORMAT - 1
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.name == "listing")
+                    .values(value=json.dumps(value))
+                )
+        finally:
+            engine.dispose()
+        calls = parsed_pages(monkeypatch)
+        second = sync(db_url, api, per_page=2)
+    assert len(calls) == 3
+    assert (second.inserted, second.unchanged, second.models_seen) == (0, 6, 6)
 
 
 def test_a_page_that_differs_after_matching_pages_has_every_page_parsed(

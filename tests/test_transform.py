@@ -193,6 +193,40 @@ _values = st.recursive(
 _models = st.dictionaries(st.sampled_from(["name", "pricing", "updated_at", "tags"]), _values)
 
 
+_EQUALS = {0: (0, 0.0, -0.0, False, "0", "", None), 1: (1, 1.0, True, "1"), 2: (2, 2.0, "2")}
+"""Values Python calls equal, or the API may send for one another (zero values, int64 strings)."""
+_typed_values = st.recursive(
+    st.none() | st.sampled_from([0, 1, 2, "a"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "b", "context_window"]), inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+_typed_models = st.dictionaries(
+    st.sampled_from(["context_window", "pricing", "tags", "is_foundational"]), _typed_values
+)
+
+
+def _retyped(value: Any, data: st.DataObject) -> Any:
+    """``value`` with each number leaf perhaps sent as another of its equals."""
+    if isinstance(value, dict):
+        return {key: _retyped(item, data) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_retyped(item, data) for item in value]
+    if isinstance(value, int) and value in _EQUALS:
+        return data.draw(st.sampled_from(_EQUALS[value]))
+    return value
+
+
+@given(old=_typed_models, data=st.data())
+def test_the_content_hash_and_the_field_diff_never_disagree(
+    old: dict[str, Any], data: st.DataObject
+) -> None:
+    # The README's rule: a new history row always shows a changed field. Values Python calls
+    # equal but the hash does not (1, 1.0, true) are where the two could part.
+    before, after = _retyped(old, data), _retyped(old, data)
+    assert (content_hash(before) != content_hash(after)) == bool(changed_fields(before, after))
+
+
 @given(old=_models, new=_models)
 def test_changed_fields_equals_the_diff_of_the_normalised_models(
     old: dict[str, Any], new: dict[str, Any]
