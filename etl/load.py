@@ -41,7 +41,15 @@ from etl.observe import (
 )
 from etl.project import AgreementState, Effects, ModelState, Run, State, fold
 from etl.times import format_instant
-from etl.transform import KNOWN_FIELDS, MAX_SHORT, MAX_TEXT_BYTES, canonical_json, content_hash
+from etl.transform import (
+    CHILD_SOURCES,
+    KNOWN_FIELDS,
+    MAX_SHORT,
+    MAX_TEXT_BYTES,
+    canonical_json,
+    content_hash,
+    differ_in_type,
+)
 
 log = logging.getLogger("etl.load")
 
@@ -151,6 +159,11 @@ class _Rows:
     usecase_closes: list[tuple[str, str, datetime, datetime]] = field(default_factory=list)
     models: set[str] = field(default_factory=set)
     new_content: set[str] = field(default_factory=set)
+    held: dict[str, int] = field(default_factory=dict)
+    """For models in ``new_content`` the tables hold child rows of: that content."""
+    rewritten: dict[str, list[str]] = field(default_factory=dict)
+    """Per child table, the models whose rows in it are replaced (:meth:`Projector.table_rows`
+    fills it in)."""
     agreements: set[str] = field(default_factory=set)
 
     def close(
@@ -224,6 +237,8 @@ class Projector:
             row = self._history_row(uuid, content_id, t, run.run_id)
             rows.history.append(row)
             rows.open_history[uuid] = row
+            if uuid not in rows.new_content and uuid in effects.previous:
+                rows.held[uuid] = effects.previous[uuid]
             rows.new_content.add(uuid)
         for uuid, kind, diff in effects.events:
             rows.changes.append(
@@ -348,10 +363,11 @@ class Projector:
             schema.agreements: [self._agreement_row(uuid) for uuid in sorted(rows.agreements)],
             schema.models: [self._model_row(uuid) for uuid in sorted(rows.models)],
         }
+        rows.rewritten = self._rewritten_children(rows)
         for table in CHILD_TABLES:
             found[table] = [
                 child
-                for uuid in sorted(rows.new_content)
+                for uuid in rows.rewritten[table.name]
                 for child in self.contents.flat(self.state.models[uuid].content_id).children[
                     table.name
                 ]
@@ -369,6 +385,34 @@ class Projector:
         found[schema.model_usecases] = list(rows.usecases.values())
         return found
 
+    def _rewritten_children(self, rows: _Rows) -> dict[str, list[str]]:
+        """For each child table, the models whose rows in it are written: every model with
+        new content, but for one whose rows the tables hold from a content whose fields
+        for that table (:data:`CHILD_SOURCES`) are the same JSON, which gives the same rows."""
+        uuids = sorted(rows.new_content)
+        if self.fresh:
+            return {table.name: uuids for table in CHILD_TABLES}
+        now = {uuid: self.state.models[uuid].content_id for uuid in uuids}
+        held = {
+            uuid: rows.held[uuid] for uuid in uuids if rows.held.get(uuid, now[uuid]) != now[uuid]
+        }
+        self.contents.prefetch_raw([*held.values(), *(now[uuid] for uuid in held)])
+        rewritten: dict[str, list[str]] = {}
+        for table in CHILD_TABLES:
+            sources = CHILD_SOURCES[table.name]
+            rewritten[table.name] = [
+                uuid
+                for uuid in uuids
+                if uuid not in rows.held
+                or (
+                    uuid in held
+                    and _differ(
+                        self.contents.raw(held[uuid]), self.contents.raw(now[uuid]), sources
+                    )
+                )
+            ]
+        return rewritten
+
     def _write(self, table: sa.Table, table_rows: list[dict[str, Any]], rows: _Rows) -> None:
         if table is schema.agreements and not self.fresh:
             upsert(self.conn, table, table_rows, (*_AGREEMENT_FIELDS, "first_seen_at"))
@@ -378,7 +422,7 @@ class Projector:
             upsert(self.conn, table, table_rows, update)
             return
         if table in CHILD_TABLES and not self.fresh:
-            for part in chunks(sorted(rows.new_content)):
+            for part in chunks(rows.rewritten[table.name]):
                 self.conn.execute(sa.delete(table).where(table.c.model_uuid.in_(part)))
         for part in chunks(table_rows):
             self.conn.execute(table.insert(), list(part))
@@ -403,6 +447,14 @@ class Projector:
             **dict(zip(_AGREEMENT_FIELDS, agreement.values, strict=True)),
             "first_seen_at": agreement.first_seen_at,
         }
+
+
+def _differ(old: Any, new: Any, fields: tuple[str, ...]) -> bool:
+    """Whether two models' ``fields`` are other JSON (equal values of other types differ)."""
+    return any(
+        old.get(name) != new.get(name) or differ_in_type(old.get(name), new.get(name))
+        for name in fields
+    )
 
 
 def _path(path: str) -> str:

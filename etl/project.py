@@ -140,6 +140,8 @@ class Effects:
         usecases_opened: (model uuid, usecase) memberships the run opens.
         usecases_closed: (model uuid, usecase, since) memberships the run ends.
         touched: Model uuids whose ``models`` row changes.
+        previous: For each model already known whose row opens, the content it held until
+            then (whose child rows the tables hold).
     """
 
     opened: list[tuple[str, int]] = field(default_factory=list)
@@ -151,6 +153,7 @@ class Effects:
     usecases_opened: list[tuple[str, str]] = field(default_factory=list)
     usecases_closed: list[tuple[str, str, datetime]] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
+    previous: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -218,6 +221,7 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
         else:
             model.present, model.removed_at = True, None
             _open(effects, state, uuid, content, "restored", diff or None)
+        effects.previous[uuid] = model.content_id
         model.content_id = content.content_id
     if run.marks_removals:
         for uuid, model in sorted(state.models.items()):

@@ -411,6 +411,19 @@ def flatten(model: Any) -> FlatModel:
     )
 
 
+CHILD_SOURCES: dict[str, tuple[str, ...]] = {
+    "model_capabilities": ("capabilities",),
+    "model_modalities": ("modalities",),
+    "model_endpoints": ("endpoints",),
+    "model_endpoint_capabilities": ("endpoints",),
+    "model_reasoning_efforts": ("reasoning_efforts",),
+    "model_settings": ("settings",),
+    "model_pricing": ("pricing",),
+}
+"""The fields of a model each child table is made from (by :func:`_children`, and nothing
+else): where they are the same JSON, the table's rows for the model are the same."""
+
+
 def _children(uuid: str, model: dict[str, Any], c: _Coercer) -> dict[str, list[dict[str, Any]]]:
     modalities = c.mapping("modalities", model.get("modalities"))
     endpoints: dict[str, list[str]] = {}
@@ -524,7 +537,7 @@ def changed_fields(old: Any, new: Any, prefix: str = "") -> dict[str, dict[str, 
     # Fields equal as received are equal normalised: only the others are normalised and compared.
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key), new.get(key)
-        if before != after or _differ_in_type(before, after):
+        if before != after or differ_in_type(before, after):
             path = f"{prefix}.{key}" if prefix else key
             _diff(_normal_field(key, before), _normal_field(key, after), path, result)
     return result
@@ -539,11 +552,11 @@ def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) ->
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(old.keys() | new.keys()):
             _diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key, result)
-    elif old != new or _differ_in_type(old, new):
+    elif old != new or differ_in_type(old, new):
         result[prefix] = {"old": old, "new": new}
 
 
-def _differ_in_type(old: Any, new: Any) -> bool:
+def differ_in_type(old: Any, new: Any) -> bool:
     """Whether two values Python calls equal differ in the content hash: ``1`` and ``true``
     (or such a pair inside a list or an object). Normalised numbers are ints or floats by
     value already. Walked rather than serialised: equal values have the same keys and
@@ -552,9 +565,9 @@ def _differ_in_type(old: Any, new: Any) -> bool:
     if kind is not type(new):
         return True
     if kind is dict:
-        return any(_differ_in_type(value, new[key]) for key, value in old.items())
+        return any(differ_in_type(value, new[key]) for key, value in old.items())
     if kind is list:
-        return any(map(_differ_in_type, old, new))
+        return any(map(differ_in_type, old, new))
     return False
 
 
