@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from etl import db
 from etl.config import Settings
-from etl.load import verify
 from etl.pipeline import run_sync
 from etl.transform import CHILD_SOURCES, flatten
 from tests.catalog import make_catalog
 from tests.conftest import TOKEN, table_rows
 from tests.fakeapi import FakeApi
+from tests.test_projection_properties import assert_verifies
 
 CHILDREN = tuple(CHILD_SOURCES)
 _WRITE = re.compile(r"^\s*(DELETE\s+FROM|INSERT\s+INTO)\s+[`\"]?(\w+)", re.IGNORECASE)
@@ -53,15 +53,6 @@ def sync(url: str, models: list[dict[str, Any]]) -> Any:
         return run_sync(Settings(database_url=url, api_url=api.url, token=TOKEN, per_page=50))
 
 
-def check(url: str) -> None:
-    engine = db.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            assert verify(conn) == []
-    finally:
-        engine.dispose()
-
-
 def test_a_rename_rewrites_no_child_row(db_url: str) -> None:
     base = make_catalog(8, seed=3)
     sync(db_url, base)
@@ -70,7 +61,7 @@ def test_a_rename_rewrites_no_child_row(db_url: str) -> None:
         result = sync(db_url, renamed)
     assert result.updated == 4
     assert written.isdisjoint(CHILDREN), written & set(CHILDREN)
-    check(db_url)
+    assert_verifies(db_url)
 
 
 def test_a_repricing_rewrites_only_the_pricing_rows(db_url: str) -> None:
@@ -89,7 +80,7 @@ def test_a_repricing_rewrites_only_the_pricing_rows(db_url: str) -> None:
     finally:
         engine.dispose()
     assert all(prices[(m["uuid"], "output_price_per_million")] == 99.5 for m in repriced)
-    check(db_url)
+    assert_verifies(db_url)
 
 
 def test_values_python_calls_equal_still_rewrite_the_rows(db_url: str) -> None:
@@ -113,7 +104,7 @@ def test_values_python_calls_equal_still_rewrite_the_rows(db_url: str) -> None:
         assert {r["default_value"] for r in table_rows(engine, "model_settings")} == {None}
     finally:
         engine.dispose()
-    check(db_url)
+    assert_verifies(db_url)
 
 
 _MODELS = make_catalog(40, seed=6)
