@@ -218,8 +218,15 @@ def write_changed(url: str, before: list[Any], after: list[Any]) -> dict[str, An
         for f in changed
     ]
     history = schema.model_history
+    # A child table's rows are replaced only for the models whose rows in it differ (a rename
+    # leaves them all; the 5% change reprices, so only model_pricing): the least to write.
+    replaced: dict[sa.Table, list[Any]] = {table: [] for table in schema.CHILD_TABLES}
+    for f in changed:
+        for table in schema.CHILD_TABLES:
+            if f.children[table.name] != old[f.uuid].children[table.name]:
+                replaced[table].append(f)
     children = {
-        table: [row for f in changed for row in f.children[table.name]]
+        table: [row for f in replaced[table] for row in f.children[table.name]]
         for table in schema.CHILD_TABLES
     }
     change_rows = [
@@ -267,7 +274,7 @@ def write_changed(url: str, before: list[Any], after: list[Any]) -> dict[str, An
                 )
                 rows["models"] = len(model_rows)
                 for table, child_rows in children.items():
-                    for part in chunks(uuids):
+                    for part in chunks([f.uuid for f in replaced[table]]):
                         conn.execute(sa.delete(table).where(table.c.model_uuid.in_(part)))
                     if child_rows:
                         conn.execute(table.insert(), child_rows)

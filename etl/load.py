@@ -397,21 +397,22 @@ class Projector:
             uuid: rows.held[uuid] for uuid in uuids if rows.held.get(uuid, now[uuid]) != now[uuid]
         }
         self.contents.prefetch_raw([*held.values(), *(now[uuid] for uuid in held)])
-        rewritten: dict[str, list[str]] = {}
-        for table in CHILD_TABLES:
-            sources = CHILD_SOURCES[table.name]
-            rewritten[table.name] = [
+        fields = {name for sources in CHILD_SOURCES.values() for name in sources}
+        differing = {  # (model, field) pairs whose JSON differs between the two contents
+            (uuid, name)
+            for uuid, before in held.items()
+            for name in fields
+            if _differ(self.contents.raw(before), self.contents.raw(now[uuid]), name)
+        }
+        return {
+            table.name: [
                 uuid
                 for uuid in uuids
                 if uuid not in rows.held
-                or (
-                    uuid in held
-                    and _differ(
-                        self.contents.raw(held[uuid]), self.contents.raw(now[uuid]), sources
-                    )
-                )
+                or any((uuid, name) in differing for name in CHILD_SOURCES[table.name])
             ]
-        return rewritten
+            for table in CHILD_TABLES
+        }
 
     def _write(self, table: sa.Table, table_rows: list[dict[str, Any]], rows: _Rows) -> None:
         if table is schema.agreements and not self.fresh:
@@ -449,12 +450,10 @@ class Projector:
         }
 
 
-def _differ(old: Any, new: Any, fields: tuple[str, ...]) -> bool:
-    """Whether two models' ``fields`` are other JSON (equal values of other types differ)."""
-    return any(
-        old.get(name) != new.get(name) or differ_in_type(old.get(name), new.get(name))
-        for name in fields
-    )
+def _differ(old: Any, new: Any, name: str) -> bool:
+    """Whether two models' field ``name`` is other JSON (equal values of other types differ)."""
+    before, after = old.get(name), new.get(name)
+    return before != after or differ_in_type(before, after)
 
 
 def _path(path: str) -> str:
