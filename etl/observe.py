@@ -150,10 +150,7 @@ def save_snapshot(
         flats[key] = flat
     if received.models and not ids and not rows:
         raise NothingStorable(f"none of its {len(received.models)} models can be stored")
-    for part in chunks(rows):
-        conn.execute(schema.observed_contents.insert(), list(part))
-    if rows:
-        ids.update(_content_ids(conn, [row["raw_hash"] for row in rows]))
+    _insert_contents(conn, rows, ids)
     if contents is not None:
         for key, flat in flats.items():
             contents.remember(ids[key], flat)
@@ -171,6 +168,28 @@ def save_snapshot(
     snapshot_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert snapshot_id is not None
     return StoredSnapshot(int(snapshot_id), count, unstorable, len(rows))
+
+
+def returns_inserted_rows(conn: Connection) -> bool:
+    """Whether the database returns the rows of a many-row INSERT (MySQL does not)."""
+    return bool(conn.dialect.insert_executemany_returning)
+
+
+def _insert_contents(conn: Connection, rows: list[dict[str, Any]], ids: dict[str, int]) -> None:
+    """Inserts new contents, adding each one's id to ``ids``: from the insert itself where the
+    database returns rows of a many-row insert (SQLite, PostgreSQL, MariaDB 10.5+), else read
+    back. (On PostgreSQL, reading rows this transaction just inserted into a table it has
+    never analysed scans them all: 3 s of a 10,000-model first sync.)"""
+    table = schema.observed_contents
+    returning = returns_inserted_rows(conn)
+    for part in chunks(rows):
+        if returning:
+            query = table.insert().returning(table.c.raw_hash, table.c.content_id)
+            ids.update((key, content_id) for key, content_id in conn.execute(query, list(part)))
+        else:
+            conn.execute(table.insert(), list(part))
+    if rows and not returning:
+        ids.update(_content_ids(conn, [row["raw_hash"] for row in rows]))
 
 
 def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:

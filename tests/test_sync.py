@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from etl.config import USECASES
@@ -290,3 +291,40 @@ def test_a_model_nested_99_deep_stores_and_reads_back(
     assert changes[1]["changes"] == {
         "benchmark_score.deep": {"old": _nested(DEEP, 1), "new": _nested(DEEP, 2)}
     }
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "read-back"])
+def test_each_stored_model_points_at_its_own_content(
+    run_etl: Any,
+    db_url: str,
+    api: FakeApi,
+    engine: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    returning: bool,
+) -> None:
+    # New contents get their ids from the INSERT where the database returns its rows, else by
+    # reading them back (MySQL): either way every member of the stored snapshot must be the
+    # content of that model with the bytes it was listed with.
+    import etl.observe
+
+    monkeypatch.setattr(etl.observe, "returns_inserted_rows", lambda conn: returning)
+    assert _sync(run_etl, db_url, api).exit_code == 0
+    api.models = [{**m, "name": f"{m['name']} 2"} if i % 3 else m for i, m in enumerate(api.models)]
+    assert _sync(run_etl, db_url, api).exit_code == 0
+    with engine.connect() as conn:
+        members = conn.execute(
+            sa.text(
+                "SELECT members FROM snapshots WHERE snapshot_id = "
+                "(SELECT MAX(snapshot_id) FROM snapshots)"
+            )
+        ).scalar_one()
+        contents = {
+            row.content_id: (row.model_uuid, row.raw_hash)
+            for row in conn.execute(
+                sa.text("SELECT content_id, model_uuid, raw_hash FROM observed_contents")
+            )
+        }
+        models = dict(conn.execute(sa.text("SELECT uuid, raw_hash FROM models")).all())
+    ids = json.loads(members)
+    assert len(ids) == len(models) == len(api.models)
+    assert sorted(contents[i] for i in ids) == sorted(models.items())
