@@ -39,7 +39,7 @@ from etl.observe import (
     save_usecases,
     snapshot_members,
 )
-from etl.project import AgreementState, Effects, ModelState, Run, State, fold
+from etl.project import AgreementState, Effects, ModelState, Run, State, fold, unsettled
 from etl.times import format_instant
 from etl.transform import (
     CHILD_SOURCES,
@@ -48,7 +48,7 @@ from etl.transform import (
     MAX_TEXT_BYTES,
     canonical_json,
     content_hash,
-    differ_in_type,
+    same_json,
 )
 
 log = logging.getLogger("etl.load")
@@ -402,7 +402,9 @@ class Projector:
             (uuid, name)
             for uuid, before in held.items()
             for name in fields
-            if _differ(self.contents.raw(before), self.contents.raw(now[uuid]), name)
+            if not same_json(
+                self.contents.raw(before).get(name), self.contents.raw(now[uuid]).get(name)
+            )
         }
         return {
             table.name: [
@@ -448,12 +450,6 @@ class Projector:
             **dict(zip(_AGREEMENT_FIELDS, agreement.values, strict=True)),
             "first_seen_at": agreement.first_seen_at,
         }
-
-
-def _differ(old: Any, new: Any, name: str) -> bool:
-    """Whether two models' field ``name`` is other JSON (equal values of other types differ)."""
-    before, after = old.get(name), new.get(name)
-    return before != after or differ_in_type(before, after)
 
 
 def _path(path: str) -> str:
@@ -847,13 +843,8 @@ class Loader:
             state.last_snapshot = None if previous is None else previous[2]
             self.projector = Projector(self.conn, self.contents, state, fresh=False)
         members = snapshot_members(self.conn, self.contents, snapshot_id)
-        models = self.projector.state.models
-        opening = (  # the models whose history row may open: the fold checks their versions
-            uuid
-            for uuid, content_id in members[0].items()
-            if uuid not in models or models[uuid].content_id != content_id
-            or not models[uuid].present
-        )  # fmt: skip
+        # only the models whose history row may open have their versions checked by the fold
+        opening = unsettled(self.projector.state, members[0])
         read_versions(self.conn, self.projector.state, opening, self.versions_read)
         runs = schema.sync_runs
         row = self.conn.execute(

@@ -198,17 +198,7 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
             for content_id in (before, after)
         ]
     )
-    # A model present with the same content as before is left as it is: only the others are
-    # looked at, in uuid order.
-    models = state.models
-    others = [
-        uuid
-        for uuid, content_id in run.members.items()
-        if (known := models.get(uuid)) is None
-        or known.content_id != content_id
-        or not known.present
-    ]
-    for uuid in sorted(others):
+    for uuid in sorted(unsettled(state, run.members)):
         content = contents[run.members[uuid]]
         model = state.models.get(uuid)
         if model is None:
@@ -244,6 +234,20 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
     _fold_usecases(state, run, effects)
     state.last_snapshot = run.snapshot_id
     return effects
+
+
+def unsettled(state: State, members: Mapping[str, int]) -> list[str]:
+    """The members a run must look at: those new, absent until now, or holding another
+    content than before. A model present with the same content is left as it is, so only
+    these can open a history row."""
+    models = state.models
+    return [
+        uuid
+        for uuid, content_id in members.items()
+        if (known := models.get(uuid)) is None
+        or known.content_id != content_id
+        or not known.present
+    ]
 
 
 def _repeats(state: State, run: Run) -> bool:

@@ -537,7 +537,7 @@ def changed_fields(old: Any, new: Any, prefix: str = "") -> dict[str, dict[str, 
     # Fields equal as received are equal normalised: only the others are normalised and compared.
     for key in sorted(old.keys() | new.keys()):
         before, after = old.get(key), new.get(key)
-        if before != after or differ_in_type(before, after):
+        if not same_json(before, after):
             path = f"{prefix}.{key}" if prefix else key
             _diff(_normal_field(key, before), _normal_field(key, after), path, result)
     return result
@@ -552,11 +552,17 @@ def _diff(old: Any, new: Any, prefix: str, result: dict[str, dict[str, Any]]) ->
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(old.keys() | new.keys()):
             _diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key, result)
-    elif old != new or differ_in_type(old, new):
+    elif not same_json(old, new):
         result[prefix] = {"old": old, "new": new}
 
 
-def differ_in_type(old: Any, new: Any) -> bool:
+def same_json(old: Any, new: Any) -> bool:
+    """Whether two values are the same JSON: equal, and of the same types (``1`` is neither
+    ``1.0`` nor ``true``, which Python calls equal)."""
+    return old == new and not _differ_in_type(old, new)
+
+
+def _differ_in_type(old: Any, new: Any) -> bool:
     """Whether two values Python calls equal differ in the content hash: ``1`` and ``true``
     (or such a pair inside a list or an object). Normalised numbers are ints or floats by
     value already. Walked rather than serialised: equal values have the same keys and
@@ -565,9 +571,9 @@ def differ_in_type(old: Any, new: Any) -> bool:
     if kind is not type(new):
         return True
     if kind is dict:
-        return any(differ_in_type(value, new[key]) for key, value in old.items())
+        return any(_differ_in_type(value, new[key]) for key, value in old.items())
     if kind is list:
-        return any(map(differ_in_type, old, new))
+        return any(map(_differ_in_type, old, new))
     return False
 
 
