@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 from etl import files
 from etl.client import Tally
 from etl.errors import ConfigError, InvalidResponseError
-from etl.http import MAX_JSON_VALUES, Fetched
+from etl.http import MAX_JSON_VALUES, Fetched, json_values
 from etl.pages import parse_page, raw_hash
 from etl.times import format_instant
 
@@ -454,7 +454,7 @@ def _check_size(path: Path, cap: int | None) -> None:
 
 def _check_values(text: bytes, where: str) -> None:
     """Refuses JSON holding more values than a page may (see :data:`etl.http.MAX_JSON_VALUES`)."""
-    values = text.count(b":") + text.count(b",")
+    values = json_values(text)
     if values > MAX_JSON_VALUES:
         raise BadSnapshot(
             f"{where} holds more than {MAX_JSON_VALUES:,} JSON values ({values:,} separators); "

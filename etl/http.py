@@ -51,6 +51,15 @@ MAX_JSON_VALUES = 250_000
 """Most JSON values (counted as ``:`` and ``,`` bytes) a page may hold: a full page of 200
 models holds about 24,000. Parsed, each small value costs a few hundred bytes, so this keeps
 a hostile page of millions of tiny keys from taking gigabytes."""
+_ALL_BUT_SEPARATORS = bytes(b for b in range(256) if b not in b":,")
+
+
+def json_values(body: bytes) -> int:
+    """How many JSON values ``body`` holds, counted as :data:`MAX_JSON_VALUES` counts them
+    (one pass: the separators are all that is left once every other byte is deleted)."""
+    return len(body.translate(None, _ALL_BUT_SEPARATORS))
+
+
 MAX_REDIRECTS = 5
 """Redirects followed within one attempt (each to the same scheme, host and port)."""
 ATTEMPT_TIMEOUT = 120.0
@@ -433,7 +442,7 @@ class Fetcher:
             return fetched
         body, shown = fetched.body, fetched.url
         if len(body) > MAX_JSON_VALUES:  # a shorter body cannot hold that many separators
-            values = body.count(b":") + body.count(b",")
+            values = json_values(body)
             if values > MAX_JSON_VALUES:
                 raise InvalidResponseError(
                     f"GET {shown}: response holds more than {MAX_JSON_VALUES:,} JSON values "

@@ -184,10 +184,11 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
     t = run.observed_at
     # What the loop below reads, read at once: the previous contents of models sent with
     # other bytes, and the raw JSON of those whose content changed (for their field diff).
+    looked_at = unsettled(state, run.members)
     moved = [
-        (state.models[uuid].content_id, content_id)
-        for uuid, content_id in run.members.items()
-        if uuid in state.models and state.models[uuid].content_id != content_id
+        (state.models[uuid].content_id, run.members[uuid])
+        for uuid in looked_at
+        if uuid in state.models and state.models[uuid].content_id != run.members[uuid]
     ]
     contents.prefetch([before for before, _ in moved])
     contents.prefetch_raw(
@@ -198,7 +199,7 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
             for content_id in (before, after)
         ]
     )
-    for uuid in sorted(unsettled(state, run.members)):
+    for uuid in sorted(looked_at):
         content = contents[run.members[uuid]]
         model = state.models.get(uuid)
         if model is None:
@@ -224,12 +225,17 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
         effects.previous[uuid] = model.content_id
         model.content_id = content.content_id
     if run.marks_removals:
-        for uuid, model in sorted(state.models.items()):
-            if model.present and uuid not in run.members and uuid not in run.also_present:
-                model.present, model.removed_at = False, t
-                effects.closed.append(uuid)
-                effects.events.append((uuid, "removed", None))
-                effects.touched.add(uuid)
+        gone = [
+            uuid
+            for uuid, model in state.models.items()
+            if model.present and uuid not in run.members and uuid not in run.also_present
+        ]
+        for uuid in sorted(gone):
+            model = state.models[uuid]
+            model.present, model.removed_at = False, t
+            effects.closed.append(uuid)
+            effects.events.append((uuid, "removed", None))
+            effects.touched.add(uuid)
     _fold_agreements(state, run, contents, effects)
     _fold_usecases(state, run, effects)
     state.last_snapshot = run.snapshot_id

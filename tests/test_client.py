@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from etl.client import PAGE_MARGIN, Listing
 from etl.errors import ApiUnavailableError, InvalidResponseError
 from etl.http import Fetcher, build_session
+from etl.pages import parse_page, raw_hash
 from tests.catalog import is_public, make_catalog, make_model, usecases_for
 from tests.conftest import TOKEN
 from tests.fakeapi import MODELS_PATH, FakeApi, Fault, RecordedRequest
@@ -188,3 +192,37 @@ def test_the_archive_reader_refuses_an_unparsable_next_link_too() -> None:
     page = {"links": {"pages": {"next": "http://[/v2?page=2"}}, "models": CATALOG[:1]}
     with pytest.raises(InvalidResponseError, match=r"page 1: unparsable next link 'http://\[/v2' "):
         Tally().read(page, "page 1", 1)
+
+
+# -- each model's digest is of its exact bytes ------------------------------------------------
+
+_texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=8)
+_models = st.lists(
+    st.fixed_dictionaries(
+        {"uuid": _texts},
+        optional={"name": _texts, "n": st.integers() | st.floats(allow_nan=False), "x": st.none()},
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    models=_models,
+    spaces=st.lists(st.sampled_from(["", " ", "\n", "\t "]), min_size=12, max_size=12),
+    ascii_only=st.booleans(),
+)
+def test_each_model_is_digested_from_its_exact_bytes(
+    models: list[dict[str, Any]], spaces: list[str], ascii_only: bool
+) -> None:
+    """The listing keys each model by the digest of its bytes as sent (pure ASCII bodies are
+    digested from the body itself, others from the decoded text): both must give the digest
+    of the model's own slice, spaces and escapes as they were."""
+    texts = [json.dumps(m, ensure_ascii=ascii_only, indent=1 if i % 2 else None)
+             for i, m in enumerate(models)]  # fmt: skip
+    gap = iter(spaces)
+    array = "[" + next(gap) + ("," + next(gap)).join(texts) + next(gap) + "]"
+    body = '{"meta":' + next(gap) + '{"total":1},"models":' + array + next(gap) + "}"
+    payload, hashes = parse_page(body.encode())
+    assert payload == json.loads(body)
+    assert hashes == [raw_hash(text) for text in texts]
