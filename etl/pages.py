@@ -22,11 +22,7 @@ _space = re.compile(r"[ \t\n\r]*")
 
 def raw_hash(text: str) -> str:
     """The digest of one model's bytes as the API sent them."""
-    return _digest(text.encode())
-
-
-def _digest(data: bytes | memoryview) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def page_digest(body: bytes) -> str:
@@ -63,26 +59,14 @@ def parse_page(
         ValueError: The body is not JSON (as ``json.loads`` would).
     """
     text = body.decode("utf-8") if isinstance(body, bytes) else body
-    digest: Callable[[int, int], str]
-    if isinstance(body, bytes) and body.isascii():  # the text's offsets are the body's
-        view = memoryview(body)
-
-        def digest(start: int, end: int) -> str:
-            return _digest(view[start:end])  # no copy of the model's slice, nor encoding
-
-    else:
-
-        def digest(start: int, end: int) -> str:
-            return raw_hash(text[start:end])
-
     with cycle_collector_paused():  # parsed JSON holds no cycles
         try:
             index = _skip(text, 0)
             hashes: list[str] | None
             if text.startswith("[", index):
-                value, hashes, index = _array(text, index, digest)
+                value, hashes, index = _array(text, index)
             else:
-                value, hashes, index = _object(text, index, path, digest)
+                value, hashes, index = _object(text, index, path)
             if _skip(text, index) != len(text):
                 raise ValueError("extra data")
             return value, hashes
@@ -109,9 +93,7 @@ def _skip(text: str, index: int) -> int:
     return match.end() if match else index
 
 
-def _object(
-    text: str, index: int, path: tuple[str, ...], digest: Callable[[int, int], str]
-) -> tuple[Any, list[str] | None, int]:
+def _object(text: str, index: int, path: tuple[str, ...]) -> tuple[Any, list[str] | None, int]:
     if text[index] != "{":
         value, index = _scan(text, index)
         return value, None, index
@@ -129,9 +111,9 @@ def _object(
             raise ValueError("expected ':'")
         index = _skip(text, index + 1)
         if path and key == path[0] and len(path) == 1 and text[index] == "[":
-            found[key], hashes, index = _array(text, index, digest)
+            found[key], hashes, index = _array(text, index)
         elif path and key == path[0] and len(path) > 1:
-            found[key], hashes, index = _object(text, index, path[1:], digest)
+            found[key], hashes, index = _object(text, index, path[1:])
         else:
             found[key], index = _scan(text, index)
         index = _skip(text, index)
@@ -142,9 +124,7 @@ def _object(
         index = _skip(text, index + 1)
 
 
-def _array(
-    text: str, index: int, digest: Callable[[int, int], str]
-) -> tuple[list[Any], list[str], int]:
+def _array(text: str, index: int) -> tuple[list[Any], list[str], int]:
     models: list[Any] = []
     hashes: list[str] = []
     index = _skip(text, index + 1)
@@ -154,7 +134,7 @@ def _array(
         start = index
         model, index = _scan(text, index)
         models.append(model)
-        hashes.append(digest(start, index))
+        hashes.append(raw_hash(text[start:index]))
         index = _skip(text, index)
         if text[index] == "]":
             return models, hashes, index + 1

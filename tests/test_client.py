@@ -215,9 +215,9 @@ _models = st.lists(
 def test_each_model_is_digested_from_its_exact_bytes(
     models: list[dict[str, Any]], spaces: list[str], ascii_only: bool
 ) -> None:
-    """The listing keys each model by the digest of its bytes as sent (pure ASCII bodies are
-    digested from the body itself, others from the decoded text): both must give the digest
-    of the model's own slice, spaces and escapes as they were."""
+    """The listing keys each model by the digest of its bytes as sent: the model's own slice,
+    spaces, escapes and characters beyond ASCII as they were (character offsets in the text
+    are not byte offsets in the body once a character is not ASCII)."""
     texts = [json.dumps(m, ensure_ascii=ascii_only, indent=1 if i % 2 else None)
              for i, m in enumerate(models)]  # fmt: skip
     gap = iter(spaces)
