@@ -359,6 +359,9 @@ class Projector:
     def table_rows(self, rows: _Rows) -> dict[sa.Table, list[dict[str, Any]]]:
         """The rows to write for what is queued, by table, parents first."""
         read_first_seen(self.conn, self.state, rows.models)
+        held = [self.state.models[uuid].content_id for uuid in rows.models]
+        self.contents.prefetch(held)  # a removed model's row is written from its content
+        self.contents.prefetch_raw(held)
         found: dict[sa.Table, list[dict[str, Any]]] = {
             schema.agreements: [self._agreement_row(uuid) for uuid in sorted(rows.agreements)],
             schema.models: [self._model_row(uuid) for uuid in sorted(rows.models)],
@@ -472,16 +475,20 @@ def json_text(value: Any) -> str | None:
 
 def load_state(conn: Connection, contents: Contents) -> State:
     """The fold's state as the tables hold it after the last run loaded (but for
-    ``last_snapshot``, which the caller knows). Each model's content is read with it into
-    ``contents``: a run that follows mostly holds the same contents again."""
+    ``last_snapshot``, which the caller knows).
+
+    Of each model only its content's id is read, with the ``raw_hash`` it is stored under
+    (noted in ``contents``, so that storing the next snapshot finds the contents it holds
+    again), both from indexes: the fold reads the contents of the few models that changed,
+    and the agreements of the rest (:meth:`Contents.agreements`), never the rest itself."""
     state = State()
     models, stored = schema.models, schema.observed_contents
-    query = sa.select(models.c.uuid, models.c.removed_at, *contents.light_columns).join(
-        stored, stored.c.raw_hash == models.c.raw_hash
-    )
-    for row in conn.execute(query):
-        uuid, removed = row[:2]
-        content_id = contents.keep(row[2:]).content_id
+    query = sa.select(
+        models.c.uuid, models.c.removed_at, models.c.raw_hash, stored.c.content_id
+    ).join(stored, stored.c.raw_hash == models.c.raw_hash)
+    know = contents.know
+    for uuid, removed, key, content_id in conn.execute(query):
+        know(key, content_id)
         state.models[uuid] = ModelState(content_id, removed is None, None, removed)
     for row in conn.execute(sa.select(schema.agreements)):
         values = (row.name, row.description, row.url)
@@ -721,7 +728,7 @@ class Loader:
             save_usecases(self.conn, run_id, content.usecases)
         loaded = Loaded(run_id, False, Counts(), stored.models, stored.unstorable, marks, warnings,
                         stored.snapshot_id, digest)  # fmt: skip
-        self._fold(loaded, observed_at, stored.snapshot_id, content, seen)
+        self._fold(loaded, observed_at, stored, content, seen)
         self.loaded.append(loaded)
         return loaded
 
@@ -818,10 +825,11 @@ class Loader:
         self,
         loaded: Loaded,
         observed_at: datetime,
-        snapshot_id: int,
+        stored: StoredSnapshot,
         content: SnapshotContent,
         seen: int,
     ) -> None:
+        snapshot_id = stored.snapshot_id
         position = (observed_at, loaded.run_id)
         in_order = self.last is None or position > self.last[:2]
         previous = self.last
@@ -842,7 +850,7 @@ class Loader:
             state = self._read_state()
             state.last_snapshot = None if previous is None else previous[2]
             self.projector = Projector(self.conn, self.contents, state, fresh=False)
-        members = snapshot_members(self.conn, self.contents, snapshot_id)
+        members = stored.members or snapshot_members(self.conn, self.contents, snapshot_id)
         # only the models whose history row may open have their versions checked by the fold
         opening = unsettled(self.projector.state, members[0])
         read_versions(self.conn, self.projector.state, opening, self.versions_read)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -105,12 +105,14 @@ class NothingStorable(ValueError):
 @dataclass(frozen=True)
 class StoredSnapshot:
     """A snapshot as stored: its row, how many models it holds and how many could not be
-    stored (no usable uuid, nested too deep), and how many contents were new."""
+    stored (no usable uuid, nested too deep), how many contents were new, and its members
+    as :func:`snapshot_members` gives them when this call stored it (None: read them back)."""
 
     snapshot_id: int
     models: int
     unstorable: int
     new_contents: int
+    members: tuple[dict[str, int], frozenset[str]] | None = None
 
 
 def save_snapshot(
@@ -153,8 +155,9 @@ def save_snapshot(
     _insert_contents(conn, rows, ids)
     if contents is not None:
         for key, flat in flats.items():
-            contents.remember(ids[key], flat)
-    members: list[int | str] = sorted(ids[key] for key in keys if key in ids)
+            contents.remember(ids[key], flat, key)
+    by_uuid = {uuid: ids[key] for uuid, (_, key) in received.models.items() if key in ids}
+    members: list[int | str] = sorted(by_uuid.values())
     count = len(members)
     members += sorted(received.also_present)
     result = conn.execute(
@@ -167,7 +170,9 @@ def save_snapshot(
     )
     snapshot_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert snapshot_id is not None
-    return StoredSnapshot(int(snapshot_id), count, unstorable, len(rows))
+    return StoredSnapshot(
+        int(snapshot_id), count, unstorable, len(rows), (by_uuid, received.also_present)
+    )
 
 
 def returns_inserted_rows(conn: Connection) -> bool:
@@ -192,8 +197,15 @@ def _insert_contents(conn: Connection, rows: list[dict[str, Any]], ids: dict[str
         ids.update(_content_ids(conn, [row["raw_hash"] for row in rows]))
 
 
-def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
+def _agreement_text(flat: FlatModel) -> str | None:
+    """The ``agreement`` column of a content: its agreement's uuid, name, description, url."""
     agreement = flat.agreement
+    if agreement is None:
+        return None
+    return json.dumps([agreement[k] for k in ("uuid", "name", "description", "url")])
+
+
+def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
     return {
         "raw_hash": key,
         "model_uuid": flat.uuid,
@@ -201,9 +213,7 @@ def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
         "version_major": flat.version[0],
         "version_minor": flat.version[1],
         "version_patch": flat.version[2],
-        "agreement": None
-        if agreement is None
-        else json.dumps([agreement[k] for k in ("uuid", "name", "description", "url")]),
+        "agreement": _agreement_text(flat),
         "raw": schema.SerializedJSON(flat.raw_json),
     }
 
@@ -285,6 +295,11 @@ class Contents:
             self._ids[found.raw_hash] = found.content_id
         return found
 
+    def know(self, key: str, content_id: int) -> None:
+        """Notes the id of the content stored under ``key`` (its ``raw_hash``), read
+        without the rest of it."""
+        self._ids[key] = content_id
+
     def known_ids(self, keys: Sequence[str]) -> dict[str, int]:
         """The content id of each of ``keys`` among the contents read so far."""
         ids = self._ids
@@ -311,8 +326,33 @@ class Contents:
             found = self._flat[content_id] = flatten(self.raw(content_id))
         return found
 
-    def remember(self, content_id: int, flat: FlatModel) -> None:
-        """Keeps a content's flattened form, made while storing it."""
+    def agreements(self, ids: Iterable[int]) -> set[tuple[str, AgreementValues] | None]:
+        """The distinct agreements the contents ``ids`` carry (None for a content that
+        carries none): ``{self[i].agreement for i in ids}``, but the contents not read yet
+        are asked for their agreement alone, in one ``DISTINCT`` query per batch."""
+        light = self._light
+        found: set[tuple[str, AgreementValues] | None] = set()
+        missing = []
+        for content_id in ids:
+            content = light.get(content_id)
+            if content is None:
+                missing.append(content_id)
+            else:
+                found.add(content.agreement)
+        table = schema.observed_contents
+        for part in chunks(sorted(set(missing))):
+            query = sa.select(table.c.agreement).where(table.c.content_id.in_(part)).distinct()
+            found.update(
+                None if text is None else _agreement(text)
+                for text in self.conn.execute(query).scalars()
+            )
+        return found
+
+    def remember(self, content_id: int, flat: FlatModel, key: str) -> None:
+        """Keeps a content made while storing it under ``key``: its light columns, as
+        :meth:`keep` would read them back, and its flattened form."""
+        self.keep((content_id, key, flat.uuid, flat.content_hash, *flat.version,
+                   _agreement_text(flat)))  # fmt: skip
         self._flat[content_id] = flat
         self._raw[content_id] = flat.model["raw"]
 

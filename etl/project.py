@@ -18,7 +18,7 @@ database. The rules (the README's "How history is derived"):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -62,6 +62,9 @@ class ContentSource(Protocol):
 
     def prefetch_raw(self, ids: Sequence[int]) -> None:
         """Reads these contents' ``raw`` at once (a hint, likewise)."""
+
+    def agreements(self, ids: Iterable[int]) -> set[tuple[str, AgreementValues] | None]:
+        """``{self[i].agreement for i in ids}`` (which it may read without the rest)."""
 
 
 @dataclass(frozen=True)
@@ -182,15 +185,16 @@ def fold(state: State, run: Run, contents: ContentSource) -> Effects:
         _fold_usecases(state, run, effects)
         return effects
     t = run.observed_at
-    # What the loop below reads, read at once: the previous contents of models sent with
-    # other bytes, and the raw JSON of those whose content changed (for their field diff).
+    # What the loop below reads, read at once: the contents of the members it looks at and
+    # their previous ones, and the raw JSON of those whose content changed (for their field
+    # diff). Nothing else of a model is read: a state read from the tables holds only ids.
     looked_at = unsettled(state, run.members)
     moved = [
         (state.models[uuid].content_id, run.members[uuid])
         for uuid in looked_at
         if uuid in state.models and state.models[uuid].content_id != run.members[uuid]
     ]
-    contents.prefetch([before for before, _ in moved])
+    contents.prefetch([*(before for before, _ in moved), *(run.members[u] for u in looked_at)])
     contents.prefetch_raw(
         [
             content_id
@@ -282,9 +286,10 @@ def _open(
 
 def _fold_agreements(state: State, run: Run, contents: ContentSource, effects: Effects) -> None:
     chosen: dict[str, AgreementValues] = {}
-    # A catalog's models share a few agreements: each distinct one is compared once. Their
-    # order does not matter: _order is one-to-one on what flatten gives (no empty text).
-    carried = {contents[content_id].agreement for content_id in run.members.values()}
+    # A catalog's models share a few agreements: each distinct one is compared once (and
+    # read once: the contents of unchanged models are not read for it). Their order does
+    # not matter: _order is one-to-one on what flatten gives (no empty text).
+    carried = contents.agreements(run.members.values())
     for agreement in carried:
         if agreement is None:
             continue

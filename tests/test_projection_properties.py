@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -319,6 +319,9 @@ class _Contents:
 
     def prefetch_raw(self, ids: Sequence[int]) -> None:
         """Likewise."""
+
+    def agreements(self, ids: Iterable[int]) -> set[Any]:
+        return {self[i].agreement for i in ids}
 
 
 @settings(max_examples=200, deadline=None, database=None)
