@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from etl import schema
@@ -281,11 +282,20 @@ class Contents:
     def prefetch(self, ids: Sequence[int]) -> None:
         """Reads the light columns of every content in ``ids`` not read yet."""
         missing = sorted({i for i in ids if i not in self._light})
-        table = schema.observed_contents
-        for part in chunks(missing):
-            query = sa.select(*self.light_columns).where(table.c.content_id.in_(part))
+        for among in self._among(missing):
+            query = sa.select(*self.light_columns).where(among)
             for row in self.conn.execute(query):
                 self.keep(row)
+
+    def _among(self, ids: Sequence[int]) -> Iterator[sa.ColumnElement[bool]]:
+        """Conditions that together select the contents ``ids``: ``IN`` lists of
+        :data:`BATCH`, or on PostgreSQL one ``= ANY`` of an array (one parameter, where 500
+        cost it about 10 ms a query: 0.2 s for the members of a 10,000-model catalog)."""
+        column = schema.observed_contents.c.content_id
+        if self.conn.dialect.name != "postgresql":
+            yield from (column.in_(part) for part in chunks(ids))
+        elif ids:
+            yield column == sa.any_(sa.bindparam("ids", list(ids), postgresql.ARRAY(column.type)))
 
     def keep(self, row: Sequence[Any]) -> Content:
         """Keeps a content read as :attr:`light_columns`, in their order."""
@@ -315,8 +325,8 @@ class Contents:
         """Reads the ``raw`` JSON of every content in ``ids`` not read yet."""
         table = schema.observed_contents
         missing = sorted({i for i in ids if i not in self._raw})
-        for part in chunks(missing):
-            query = sa.select(table.c.content_id, table.c.raw).where(table.c.content_id.in_(part))
+        for among in self._among(missing):
+            query = sa.select(table.c.content_id, table.c.raw).where(among)
             self._raw.update((content_id, raw) for content_id, raw in self.conn.execute(query))
 
     def flat(self, content_id: int) -> FlatModel:
@@ -340,8 +350,8 @@ class Contents:
             else:
                 found.add(content.agreement)
         table = schema.observed_contents
-        for part in chunks(sorted(set(missing))):
-            query = sa.select(table.c.agreement).where(table.c.content_id.in_(part)).distinct()
+        for among in self._among(sorted(set(missing))):
+            query = sa.select(table.c.agreement).where(among).distinct()
             found.update(
                 None if text is None else _agreement(text)
                 for text in self.conn.execute(query).scalars()
