@@ -271,6 +271,7 @@ class Contents:
         self._ids: dict[str, int] = {}
         self._raw: dict[int, Any] = {}
         self._flat: dict[int, FlatModel] = {}
+        self._asked_agreements = False
 
     def __getitem__(self, content_id: int) -> Content:
         found = self._light.get(content_id)
@@ -338,19 +339,22 @@ class Contents:
 
     def agreements(self, ids: Iterable[int]) -> set[tuple[str, AgreementValues] | None]:
         """The distinct agreements the contents ``ids`` carry (None for a content that
-        carries none): ``{self[i].agreement for i in ids}``, but the contents not read yet
-        are asked for their agreement alone, in one ``DISTINCT`` query per batch."""
+        carries none): ``{self[i].agreement for i in ids}``, without reading every content.
+
+        The first call asks for the ``agreement`` column alone of the contents not read yet,
+        one ``DISTINCT`` query per batch: a sync folds one run. A later call (a backfill folds
+        run after run, mostly over the same contents) reads those contents whole instead, so
+        that no run after it asks for them again."""
         light = self._light
-        found: set[tuple[str, AgreementValues] | None] = set()
-        missing = []
-        for content_id in ids:
-            content = light.get(content_id)
-            if content is None:
-                missing.append(content_id)
-            else:
-                found.add(content.agreement)
+        ids = list(ids)
+        missing = sorted({i for i in ids if i not in light})
+        if missing and self._asked_agreements:
+            self.prefetch(missing)
+            missing = []
+        self._asked_agreements = True
+        found = {light[i].agreement for i in ids if i in light}
         table = schema.observed_contents
-        for among in self._among(sorted(set(missing))):
+        for among in self._among(missing):
             query = sa.select(table.c.agreement).where(among).distinct()
             found.update(
                 None if text is None else _agreement(text)

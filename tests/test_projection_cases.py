@@ -148,6 +148,35 @@ def test_case_2_an_agreement_keeps_its_greatest_content_when_another_model_chang
     assert_verifies(run_etl, db_url)
 
 
+def test_case_2_an_agreement_keeps_its_greatest_content_across_a_backfill_of_many_files(
+    run_etl: Any, db_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The model carrying the greatest text stays unchanged while the other changes in each
+    of several files loaded by one backfill: every run folds it from the stored state, never
+    re-read, and it still decides the agreement."""
+    m0, m1 = make_catalog(2)
+    shared = "aaaaaaaa-0000-4000-8000-000000000002"
+    old = {"uuid": shared, "name": "Terms", "description": "A", "url": "https://x.test/a"}
+    new = {**old, "description": "B"}
+    first = snapshot_file(tmp_path, DAY0, [{**m0, "agreement": old}, {**m1, "agreement": new}])
+    assert backfill(run_etl, db_url, str(first)).exit_code == 0
+    later = [
+        snapshot_file(
+            tmp_path,
+            DAY0 + timedelta(hours=hour),
+            [{**m0, "agreement": old, "name": f"M0 rev {hour}"}, {**m1, "agreement": new}],
+        )
+        for hour in (1, 2, 3)
+    ]
+    result = backfill(run_etl, db_url, *map(str, later))
+    assert result.exit_code == 0, result.output
+    (row,) = rows_of(engine, "agreements", uuid=shared)
+    assert row["description"] == "B"
+    assert len(rows_of(engine, "agreement_history", agreement_uuid=shared)) == 1
+    assert len(rows_of(engine, "model_history", model_uuid=m0["uuid"])) == 4
+    assert_verifies(run_etl, db_url)
+
+
 # -- case 3: a snapshot dated in the future -------------------------------------------------
 
 
