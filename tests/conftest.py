@@ -174,15 +174,29 @@ class _Server:
             with engine.connect() as conn:
                 if self._describe(conn, name) != self.schema:
                     return False
-                tables = [t for t in schema.metadata.tables if t != "alembic_version"]
+                # DELETE, children first, and a counter reset only where a test moved it: a
+                # TRUNCATE (PostgreSQL) or an ALTER of every table (MariaDB) cost 0.1-0.2 s
+                # a test, for tables most tests leave empty.
+                for table in reversed(schema.metadata.sorted_tables):
+                    if table.name != "alembic_version":
+                        conn.exec_driver_sql(f"DELETE FROM {table.name}")
                 if self.dialect == "postgresql":
-                    conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+                    moved = conn.exec_driver_sql(
+                        "SELECT sequencename FROM pg_sequences "
+                        "WHERE schemaname = 'public' AND last_value IS NOT NULL"
+                    ).scalars()
+                    for sequence in moved.all():
+                        conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RESTART")
                 else:
-                    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
-                    for table in tables:
-                        conn.exec_driver_sql(f"DELETE FROM {table}")
-                        conn.exec_driver_sql(f"ALTER TABLE {table} AUTO_INCREMENT = 1")
-                    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
+                    moved = conn.execute(
+                        sa.text(
+                            "SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = :name AND auto_increment > 1"
+                        ),
+                        {"name": name},
+                    ).scalars()
+                    for table_name in moved.all():
+                        conn.exec_driver_sql(f"ALTER TABLE {table_name} AUTO_INCREMENT = 1")
                 for table, rows in self.rows.items():
                     conn.execute(schema.metadata.tables[table].insert(), rows)
             return True
