@@ -155,8 +155,8 @@ def save_snapshot(
         raise NothingStorable(f"none of its {len(received.models)} models can be stored")
     _insert_contents(conn, rows, ids)
     if contents is not None:
-        for key, flat in flats.items():
-            contents.remember(ids[key], flat, key)
+        for row in rows:
+            contents.remember(ids[row["raw_hash"]], flats[row["raw_hash"]], row)
     by_uuid = {uuid: ids[key] for uuid, (_, key) in received.models.items() if key in ids}
     members: list[int | str] = sorted(by_uuid.values())
     count = len(members)
@@ -198,15 +198,8 @@ def _insert_contents(conn: Connection, rows: list[dict[str, Any]], ids: dict[str
         ids.update(_content_ids(conn, [row["raw_hash"] for row in rows]))
 
 
-def _agreement_text(flat: FlatModel) -> str | None:
-    """The ``agreement`` column of a content: its agreement's uuid, name, description, url."""
-    agreement = flat.agreement
-    if agreement is None:
-        return None
-    return json.dumps([agreement[k] for k in ("uuid", "name", "description", "url")])
-
-
 def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
+    agreement = flat.agreement
     return {
         "raw_hash": key,
         "model_uuid": flat.uuid,
@@ -214,7 +207,9 @@ def _content_row(flat: FlatModel, key: str) -> dict[str, Any]:
         "version_major": flat.version[0],
         "version_minor": flat.version[1],
         "version_patch": flat.version[2],
-        "agreement": _agreement_text(flat),
+        "agreement": None
+        if agreement is None
+        else json.dumps([agreement[k] for k in ("uuid", "name", "description", "url")]),
         "raw": schema.SerializedJSON(flat.raw_json),
     }
 
@@ -362,11 +357,10 @@ class Contents:
             )
         return found
 
-    def remember(self, content_id: int, flat: FlatModel, key: str) -> None:
-        """Keeps a content made while storing it under ``key``: its light columns, as
-        :meth:`keep` would read them back, and its flattened form."""
-        self.keep((content_id, key, flat.uuid, flat.content_hash, *flat.version,
-                   _agreement_text(flat)))  # fmt: skip
+    def remember(self, content_id: int, flat: FlatModel, row: dict[str, Any]) -> None:
+        """Keeps a content made while storing it: its light columns, taken from the ``row``
+        inserted (as :meth:`keep` would read them back), and its flattened form."""
+        self.keep((content_id, *(row[column.name] for column in self.light_columns[1:])))
         self._flat[content_id] = flat
         self._raw[content_id] = flat.model["raw"]
 
