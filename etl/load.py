@@ -359,9 +359,9 @@ class Projector:
     def table_rows(self, rows: _Rows) -> dict[sa.Table, list[dict[str, Any]]]:
         """The rows to write for what is queued, by table, parents first."""
         read_first_seen(self.conn, self.state, rows.models)
-        held = [self.state.models[uuid].content_id for uuid in rows.models]
-        self.contents.prefetch(held)  # a removed model's row is written from its content
-        self.contents.prefetch_raw(held)
+        current = [self.state.models[uuid].content_id for uuid in rows.models]
+        self.contents.prefetch(current)  # a removed model's row is written from its content
+        self.contents.prefetch_raw(current)
         found: dict[sa.Table, list[dict[str, Any]]] = {
             schema.agreements: [self._agreement_row(uuid) for uuid in sorted(rows.agreements)],
             schema.models: [self._model_row(uuid) for uuid in sorted(rows.models)],
